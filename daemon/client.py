@@ -1,0 +1,137 @@
+"""A blocking client for the service's socket: `Client(path).call(op, **args)` and `subscribe()`."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dupwatch.daemon import protocol
+from dupwatch.daemon.config import default_socket_path
+from dupwatch.index.errors import DupwatchError
+
+log = logging.getLogger(__name__)
+
+START_HINT = "start it with `dupwatch daemon DIR...` or `systemctl --user start dupwatch`"
+
+
+class DaemonNotRunning(DupwatchError):
+    """Nothing answers on the socket; the message says how to start the service."""
+
+    def __init__(self, socket_path: Path | str, cause: str = "no service listening") -> None:
+        self.socket_path = str(socket_path)
+        self.cause = cause
+        super().__init__(
+            f"the dupwatch service is not running ({self.socket_path}: {cause}); {START_HINT}"
+        )
+
+
+class Client:
+    """One connection to the service, opened on first use; a context manager.
+
+    `timeout_s` bounds each wait for a response (None waits forever, as `subscribe` does).
+    """
+
+    def __init__(self, socket_path: Path | str | None = None, *, timeout_s: float | None = 30.0):
+        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._file: Any = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def connect(self) -> None:
+        """Connect now; raises DaemonNotRunning when nothing listens on the socket."""
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            sock.connect(str(self.socket_path))
+        except FileNotFoundError:
+            sock.close()
+            raise DaemonNotRunning(self.socket_path, "no such socket") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise DaemonNotRunning(self.socket_path, "connection refused") from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EACCES:
+                raise DupwatchError(f"{self.socket_path}: permission denied") from None
+            raise DaemonNotRunning(self.socket_path, exc.strerror or str(exc)) from None
+        self._sock = sock
+        self._file = sock.makefile("rb")
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send one request and return the successful response object (with `v` and `ok`).
+
+        Raises the error the service answered with (a DupwatchError subclass), ProtocolError
+        on a malformed answer, DaemonNotRunning when it cannot connect or the service hung up.
+        """
+        self._send(protocol.encode_request(op, **args))
+        return protocol.check_response(self._receive())
+
+    def subscribe(self) -> Iterator[dict[str, Any]]:
+        """Subscribe now; the iterator yields each event as it arrives, until the service ends.
+
+        Raises like `call` when the subscription itself fails.
+        """
+        self.call("subscribe")
+        assert self._sock is not None
+        self._sock.settimeout(None)
+        return self._events()
+
+    def _events(self) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                line = self._file.readline(protocol.MAX_LINE_BYTES + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            yield protocol.decode_line(line)
+
+    def _send(self, line: bytes) -> None:
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(line)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close()
+            raise DaemonNotRunning(self.socket_path, "the service hung up") from None
+
+    def _receive(self) -> dict[str, Any]:
+        try:
+            line = self._file.readline(protocol.MAX_LINE_BYTES + 1)
+        except TimeoutError:
+            self.close()
+            raise DupwatchError(
+                f"{self.socket_path}: no answer within {self.timeout_s} s; the service is busy"
+            ) from None
+        except ConnectionResetError:
+            line = b""
+        if not line:
+            self.close()
+            raise DaemonNotRunning(self.socket_path, "the service hung up")
+        return protocol.decode_line(line)
+
+
+def call(op: str, socket_path: Path | str | None = None, **args: Any) -> dict[str, Any]:
+    """One request on a fresh connection; see Client.call."""
+    with Client(socket_path) as client:
+        return client.call(op, **args)

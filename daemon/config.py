@@ -1,0 +1,184 @@
+"""The service's settings: a TOML config file, the environment and XDG paths.
+
+Precedence, highest first: command-line options, environment (DUPWATCH_INDEX, DUPWATCH_SOCKET),
+the config file, built-in defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dupwatch.index.errors import DupwatchError
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "dupwatch.sock"
+DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", ".~*", ".*", "*~")
+
+
+class ConfigError(DupwatchError):
+    """The config file (or a setting) is wrong; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service and its commands need to know; paths are absolute."""
+
+    index: Path | None = None  # None: dupwatch.index.default_index_path()
+    socket: Path | None = None  # None: default_socket_path()
+    radius: int | None = None  # None: the index's own default
+    roots: tuple[Path, ...] = ()  # watched in addition to the roots stored in the index
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    subscriber_queue: int = 1000
+    # Folders inotify cannot watch (watch limit reached) are reconciled this often.
+    rescan_interval_s: float = 30.0
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied, ignoring the ones that are None."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def socket_path(self) -> Path:
+        """The socket to serve or connect to."""
+        return self.socket if self.socket is not None else default_socket_path()
+
+
+def default_config_path() -> Path:
+    """$XDG_CONFIG_HOME/dupwatch/config.toml (~/.config when unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "dupwatch" / "config.toml"
+
+
+def runtime_dir() -> Path:
+    """The per-user folder for the socket: $XDG_RUNTIME_DIR/dupwatch, else a private /tmp one.
+
+    Without XDG_RUNTIME_DIR (cron, su, containers) /run/user/UID is used when it exists and is
+    ours, else /tmp/dupwatch-UID, which `ensure_private_dir` checks is ours and 0700.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "dupwatch"
+    uid = os.getuid()
+    run_user = Path(f"/run/user/{uid}")
+    try:
+        if run_user.stat().st_uid == uid:
+            return run_user / "dupwatch"
+    except OSError:
+        pass
+    return Path(f"/tmp/dupwatch-{uid}")
+
+
+def default_socket_path() -> Path:
+    """$DUPWATCH_SOCKET, else runtime_dir()/dupwatch.sock."""
+    env = os.environ.get("DUPWATCH_SOCKET")
+    return Path(env).absolute() if env else runtime_dir() / SOCKET_NAME
+
+
+def ensure_private_dir(folder: Path) -> None:
+    """Create `folder` 0700 if needed; refuse one owned by another user or a symlink.
+
+    Raises ConfigError naming the folder and the problem.
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot create the socket folder: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{folder}: not a folder (a symlink or file is in the way)")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{folder}: owned by uid {st.st_uid}, not by you (uid {os.getuid()})")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(folder, 0o700)
+
+
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "index": str,
+    "socket": str,
+    "radius": int,
+    "watch": list,
+    "ignore": list,
+    "workers": int,
+    "subscriber_queue": int,
+    "rescan_interval_s": (int, float),
+    "log_level": str,
+}
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read the config file (`path`, else the default one when it exists) over the defaults.
+
+    Raises ConfigError naming the file and the key for a missing explicit file, bad TOML, an
+    unknown key or a value of the wrong type. Environment variables override the file.
+    """
+    explicit = path is not None
+    file = Path(path) if path is not None else default_config_path()
+    data: dict[str, Any] = {}
+    if explicit or file.exists():
+        data = _read_toml(file)
+    values = _check(file, data)
+    config = Config(**values)
+    return config.replace(
+        index=_env_path("DUPWATCH_INDEX"),
+        socket=_env_path("DUPWATCH_SOCKET"),
+    )
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with open(file, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+
+def _check(file: Path, data: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        expected = _KEYS.get(key)
+        if expected is None:
+            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(_KEYS)}")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"{file}: {key} has the wrong type ({type(value).__name__})")
+        values[key] = value
+    return _convert(file, values)
+
+
+def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
+    base = file.parent
+    for key in ("index", "socket"):
+        if key in values:
+            values[key] = _resolve(base, values[key])
+    if "watch" in values:
+        values["roots"] = tuple(_resolve(base, str(p)) for p in values.pop("watch"))
+    if "ignore" in values:
+        values["ignore"] = tuple(str(g) for g in values["ignore"])
+    for key in ("workers", "subscriber_queue", "rescan_interval_s"):
+        if key in values and values[key] <= 0:
+            raise ConfigError(f"{file}: {key} must be positive, not {values[key]}")
+    if "radius" in values and not 0 <= values["radius"] <= 64:
+        raise ConfigError(f"{file}: radius must be between 0 and 64, not {values['radius']}")
+    return values
+
+
+def _resolve(base: Path, value: str) -> Path:
+    """A config path: ~ expanded, relative to the config file's folder."""
+    return (base / os.path.expanduser(value)).absolute()
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).absolute() if value else None
