@@ -2,3 +2,65 @@
 
 No threads, sockets or watching here; the service lives in dupwatch.daemon.
 """
+
+from dupwatch.index.bktree import BKTree, hamming
+from dupwatch.index.errors import (
+    DecompressionBomb,
+    DupwatchError,
+    EmptyFile,
+    FingerprintError,
+    IndexLocked,
+    IndexMismatch,
+    MissingFile,
+    NotAnImage,
+    NotIndexed,
+    StoreError,
+    TooLarge,
+    TruncatedImage,
+    UnreadableFile,
+)
+from dupwatch.index.fingerprint import Fingerprint, fingerprint, same_pixels
+from dupwatch.index.index import (
+    DEFAULT_RADIUS,
+    AddResult,
+    Group,
+    Index,
+    Kind,
+    Match,
+    default_index_path,
+    keeper_rank,
+)
+from dupwatch.index.store import FileRecord
+from dupwatch.index.update import Plan, UpdateReport
+
+__all__ = [
+    "DEFAULT_RADIUS",
+    "AddResult",
+    "BKTree",
+    "DecompressionBomb",
+    "DupwatchError",
+    "EmptyFile",
+    "FileRecord",
+    "Fingerprint",
+    "FingerprintError",
+    "Group",
+    "Index",
+    "IndexLocked",
+    "IndexMismatch",
+    "Kind",
+    "Match",
+    "MissingFile",
+    "NotAnImage",
+    "NotIndexed",
+    "Plan",
+    "StoreError",
+    "TooLarge",
+    "TruncatedImage",
+    "UnreadableFile",
+    "UpdateReport",
+    "default_index_path",
+    "fingerprint",
+    "hamming",
+    "keeper_rank",
+    "same_pixels",
+]

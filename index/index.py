@@ -1,0 +1,527 @@
+"""The Index: files, their fingerprints, the BK-tree and the duplicate pairs, in one LMDB.
+
+Every change to one file is one write transaction (put_many groups several
+files in one, each still whole). Reads open their own short transaction, so
+readers in other threads or processes run beside the one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+import lmdb
+
+from dupwatch.index.bktree import BKTree
+from dupwatch.index.check import check_index
+from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, UnreadableFile
+from dupwatch.index.fingerprint import HASH_PARAMS, Fingerprint, fingerprint, same_pixels
+from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.store import (
+    FileRecord,
+    Store,
+    encode_record,
+    from_u64,
+    path_key,
+    u64,
+)
+from dupwatch.index.update import Plan, Progress, UpdateReport, plan, update
+
+log = logging.getLogger(__name__)
+
+# Hamming distance (of 64 bits) at or below which two pictures count as the same;
+# the accuracy benchmark (tests/bench/) is where it is chosen.
+DEFAULT_RADIUS = 8
+MAX_RADIUS = 32  # past this a 64-bit pHash matches unrelated pictures
+
+
+class Kind(StrEnum):
+    EXACT = "exact"  # same bytes
+    PIXEL = "pixel"  # same decoded pixels, other bytes
+    NEAR = "near"  # perceptual hashes within the radius
+
+
+_KIND_CODES = {Kind.EXACT: 0, Kind.PIXEL: 1, Kind.NEAR: 2}
+_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    record: FileRecord
+    distance: int
+    kind: Kind
+    is_self: bool = False
+
+    def to_json(self) -> dict:
+        out = {"path": self.record.fspath, "distance": self.distance, "kind": str(self.kind)}
+        if self.is_self:
+            out["self"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    record: FileRecord
+    matches: list[Match]  # the other files it duplicates, best first
+    hashed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    keep: FileRecord
+    members: list[Match]  # every other copy, with its kind and distance to the keeper
+
+
+@dataclass
+class Pair:
+    other: int
+    distance: int
+    kind: Kind
+
+
+def default_index_path() -> str:
+    """$DUPWATCH_INDEX, else $XDG_DATA_HOME/dupwatch, else ~/.local/share/dupwatch."""
+    if os.environ.get("DUPWATCH_INDEX"):
+        return os.environ["DUPWATCH_INDEX"]
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data_home, "dupwatch")
+
+
+def keeper_rank(record: FileRecord) -> tuple:
+    """Sort key, best copy first: largest resolution, then largest file, then oldest."""
+    return (-record.pixels, -record.size, record.mtime_ns, record.path)
+
+
+def _best_first(match: Match) -> tuple:
+    return (match.distance, _KIND_CODES[match.kind], match.record.path)
+
+
+def _check_radius(radius: int) -> int:
+    if not 0 <= radius <= MAX_RADIUS:
+        raise ValueError(f"radius {radius} is outside 0..{MAX_RADIUS}")
+    return radius
+
+
+class Index:
+    """The one object the rest of dupwatch uses to store and find images."""
+
+    def __init__(self, store: Store, radius: int) -> None:
+        self.store = store
+        self.radius = _check_radius(radius)
+        self.tree = BKTree(store.env, db=store.dbs[b"tree"])
+        if not store.readonly:
+            with store.read() as txn:
+                known = store.get_meta(txn, b"pair_radius") is not None
+            if not known:
+                store.write(lambda txn: store.put_meta(txn, b"pair_radius", b"%d" % self.radius))
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        radius: int | None = None,
+        readonly: bool = False,
+    ) -> Index:
+        """Open the index in `path` (created when missing unless `readonly`)."""
+        folder = os.fspath(path) if path is not None else default_index_path()
+        store = Store(folder, hash_params=HASH_PARAMS, readonly=readonly)
+        return cls(store, DEFAULT_RADIUS if radius is None else radius)
+
+    @property
+    def path(self) -> str:
+        return self.store.folder
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        with self.store.read() as txn:
+            return txn.stat(self.store.dbs[b"files"])["entries"]
+
+    # Reading
+
+    def files(self) -> Iterator[FileRecord]:
+        with self.store.read() as txn:
+            yield from self.store.records(txn)
+
+    def get(self, path: str | bytes | os.PathLike) -> FileRecord | None:
+        with self.store.read() as txn:
+            return self.store.find_path(txn, absolute(path))
+
+    def is_current(self, path: str | bytes | os.PathLike, st: os.stat_result) -> bool:
+        """True when the indexed record has this stat: the file needs no new hash."""
+        record = self.get(path)
+        return record is not None and _same_stat(record, st)
+
+    def query(
+        self, target: str | bytes | os.PathLike | Fingerprint | int, radius: int | None = None
+    ) -> list[Match]:
+        """Indexed files that duplicate `target` (a path, a Fingerprint or a hash), best first.
+
+        When `target` is an indexed path, its own record is included with is_self.
+        """
+        radius = _check_radius(self.radius if radius is None else radius)
+        path = None
+        if isinstance(target, int):
+            fp = None
+            bits = target
+        elif isinstance(target, Fingerprint):
+            fp, bits = target, target.bits
+        else:
+            path = absolute(target)
+            fp = fingerprint(path)
+            bits = fp.bits
+        with self.store.read() as txn:
+            return self._matches(txn, bits, fp, path, radius)
+
+    def _matches(
+        self,
+        txn: lmdb.Transaction,
+        bits: int,
+        fp: Fingerprint | None,
+        path: bytes | None,
+        radius: int,
+        *,
+        exclude: int | None = None,
+    ) -> list[Match]:
+        found = []
+        for distance, near_bits in self.tree.find(bits, radius, txn=txn):
+            for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
+                if file_id == exclude:
+                    continue
+                record = self.store.record(txn, file_id)
+                if record is None:
+                    continue
+                if path is not None and record.path == path:
+                    found.append(Match(record, 0, Kind.EXACT, is_self=True))
+                else:
+                    found.append(Match(record, distance, _kind(record, fp, path, distance)))
+        return sorted(found, key=_best_first)
+
+    # Writing: every call below runs in one write transaction.
+
+    def add(self, path: str | bytes | os.PathLike) -> AddResult:
+        """Index one file, hashing it only when its stat changed since it was indexed."""
+        raw = absolute(path)
+        try:
+            st = os.stat(raw)
+        except OSError as error:
+            raise _stat_error(raw, error) from error
+        record = self.get(raw)
+        if record is not None and _same_stat(record, st):
+            return AddResult(record, self._pairs_as_matches(record), hashed=False)
+        return self.put(raw, fingerprint(raw), st)
+
+    def put(
+        self, path: str | bytes | os.PathLike, fp: Fingerprint, st: os.stat_result
+    ) -> AddResult:
+        return self.put_many([(path, fp, st)])[0]
+
+    def put_many(
+        self, items: Iterable[tuple[str | bytes | os.PathLike, Fingerprint, os.stat_result]]
+    ) -> list[AddResult]:
+        """Store fingerprints already computed, in one transaction; a known path is replaced."""
+        items = [(absolute(path), fp, st) for path, fp, st in items]
+        return self.store.write(lambda txn: [self._put(txn, *item) for item in items])
+
+    def _put(
+        self, txn: lmdb.Transaction, path: bytes, fp: Fingerprint, st: os.stat_result
+    ) -> AddResult:
+        old = self.store.find_path(txn, path)
+        if old is not None:
+            self._delete(txn, old)
+        record = FileRecord(
+            id=self.store.next_file_id(txn),
+            path=path,
+            dev=st.st_dev,
+            ino=st.st_ino,
+            size=fp.size,
+            mtime_ns=st.st_mtime_ns,
+            bits=fp.bits,
+            digest=fp.digest,
+            width=fp.width,
+            height=fp.height,
+            format=fp.format,
+        )
+        # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
+        pair_radius = self._pair_radius(txn)
+        matches = self._matches(txn, fp.bits, fp, path, max(self.radius, pair_radius))
+        dbs = self.store.dbs
+        key = u64(record.id)
+        txn.put(key, encode_record(record), db=dbs[b"files"])
+        txn.put(path_key(path), key, db=dbs[b"by_path"])
+        txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
+        txn.put(record.digest, key, db=dbs[b"by_digest"])
+        self.tree.add(record.bits, txn=txn)
+        for match in matches:
+            if match.distance <= pair_radius:
+                self._put_pair(txn, record.id, Pair(match.record.id, match.distance, match.kind))
+        return AddResult(record, [m for m in matches if m.distance <= self.radius])
+
+    def _put_pair(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
+        code = bytes([pair.distance, _KIND_CODES[pair.kind]])
+        db = self.store.dbs[b"pairs"]
+        txn.put(u64(file_id), u64(pair.other) + code, db=db)
+        txn.put(u64(pair.other), u64(file_id) + code, db=db)
+
+    def _pairs(self, txn: lmdb.Transaction, file_id: int) -> list[Pair]:
+        cursor = txn.cursor(db=self.store.dbs[b"pairs"])
+        if not cursor.set_key(u64(file_id)):
+            return []
+        return [
+            Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]])
+            for raw in map(bytes, cursor.iternext_dup())
+        ]
+
+    def _pairs_as_matches(self, record: FileRecord) -> list[Match]:
+        with self.store.read() as txn:
+            matches = [
+                Match(other, pair.distance, pair.kind)
+                for pair in self._pairs(txn, record.id)
+                if (other := self.store.record(txn, pair.other)) is not None
+            ]
+        return sorted(matches, key=_best_first)
+
+    def _delete(self, txn: lmdb.Transaction, record: FileRecord) -> None:
+        dbs = self.store.dbs
+        key = u64(record.id)
+        for pair in self._pairs(txn, record.id):
+            code = bytes([pair.distance, _KIND_CODES[pair.kind]])
+            txn.delete(u64(pair.other), key + code, db=dbs[b"pairs"])
+        txn.delete(key, db=dbs[b"pairs"])
+        txn.delete(key, db=dbs[b"files"])
+        txn.delete(path_key(record.path), key, db=dbs[b"by_path"])
+        txn.delete(record.digest, key, db=dbs[b"by_digest"])
+        hash_key = u64(record.bits)
+        txn.delete(hash_key, key, db=dbs[b"by_hash"])
+        if txn.get(hash_key, db=dbs[b"by_hash"]) is None:
+            self.tree.remove(record.bits, txn=txn)
+
+    def remove(self, path: str | bytes | os.PathLike) -> bool:
+        """Forget one file; False when it was not indexed."""
+        raw = absolute(path)
+
+        def change(txn: lmdb.Transaction) -> bool:
+            record = self.store.find_path(txn, raw)
+            if record is None:
+                return False
+            self._delete(txn, record)
+            return True
+
+        return self.store.write(change)
+
+    def remove_under(self, folder: str | bytes | os.PathLike) -> int:
+        """Forget every file under `folder`; returns how many."""
+        return self.remove_many(r.path for r in self.files() if is_under(r.path, absolute(folder)))
+
+    def remove_many(self, paths: Iterable[bytes]) -> int:
+        paths = list(paths)
+
+        def change(txn: lmdb.Transaction) -> int:
+            removed = 0
+            for path in paths:
+                record = self.store.find_path(txn, path)
+                if record is not None:
+                    self._delete(txn, record)
+                    removed += 1
+            return removed
+
+        return self.store.write(change) if paths else 0
+
+    def move(self, old: str | bytes | os.PathLike, new: str | bytes | os.PathLike) -> int:
+        """Follow a rename without hashing again; a folder moves every file under it.
+
+        Returns how many records moved.
+        """
+        old_raw, new_raw = absolute(old), absolute(new)
+        dbs = self.store.dbs
+
+        def relocate(txn: lmdb.Transaction, record: FileRecord, path: bytes) -> None:
+            key = u64(record.id)
+            target = self.store.find_path(txn, path)
+            if target is not None and target.id != record.id:
+                self._delete(txn, target)  # the move replaced that file
+            txn.delete(path_key(record.path), key, db=dbs[b"by_path"])
+            txn.put(path_key(path), key, db=dbs[b"by_path"])
+            moved = FileRecord(**{**_fields(record), "path": path})
+            txn.put(key, encode_record(moved), db=dbs[b"files"])
+
+        def change(txn: lmdb.Transaction) -> int:
+            record = self.store.find_path(txn, old_raw)
+            if record is not None:
+                relocate(txn, record, new_raw)
+                return 1
+            under = [r for r in self.store.records(txn) if is_under(r.path, old_raw)]
+            for record in under:
+                relocate(txn, record, new_raw + record.path[len(old_raw) :])
+            return len(under)
+
+        return self.store.write(change)
+
+    # Groups
+
+    def groups(self, radius: int | None = None) -> list[Group]:
+        """Duplicate groups, each built around its keeper (the copy to keep).
+
+        Every member is within `radius` of its keeper (or exact/pixel with it):
+        groups do not chain, so A~B and B~C never put a distant A and C together.
+        Largest groups first.
+        """
+        radius = _check_radius(self.radius if radius is None else radius)
+        with self.store.read() as txn:
+            pair_radius = self._pair_radius(txn)
+        if radius > pair_radius:
+            if self.store.readonly:
+                raise StoreError(
+                    f"{self.path}: pairs are stored up to radius {pair_radius}; "
+                    f"radius {radius} needs a writable index to recompute them"
+                )
+            self.recompute_pairs(radius)
+        with self.store.read() as txn:
+            pairs: dict[int, list[Pair]] = {}
+            for key, raw in txn.cursor(db=self.store.dbs[b"pairs"]):
+                raw = bytes(raw)
+                if raw[8] <= radius:
+                    pair = Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]])
+                    pairs.setdefault(from_u64(bytes(key)), []).append(pair)
+            records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
+        return _build_groups(records, pairs)
+
+    def _pair_radius(self, txn: lmdb.Transaction) -> int:
+        """The radius up to which pairs are stored: the radius the index was made with,
+        until recompute_pairs() changes it."""
+        raw = self.store.get_meta(txn, b"pair_radius")
+        return int(raw) if raw is not None else self.radius
+
+    def recompute_pairs(self, radius: int) -> None:
+        """Store the pairs of every file again, at a new radius."""
+        radius = _check_radius(radius)
+        ids = [r.id for r in self.files()]
+
+        def change(txn: lmdb.Transaction) -> None:
+            txn.drop(self.store.dbs[b"pairs"], delete=False)
+            for file_id in ids:
+                record = self.store.record(txn, file_id)
+                for match in self._matches(txn, record.bits, None, None, radius, exclude=file_id):
+                    if match.record.id > file_id:
+                        pair = Pair(match.record.id, match.distance, _pair_kind(record, match))
+                        self._put_pair(txn, file_id, pair)
+            self.store.put_meta(txn, b"pair_radius", str(radius).encode())
+
+        self.store.write(change)
+
+    # Folders
+
+    def plan(self, folders: Iterable[str | bytes | os.PathLike]) -> Plan:
+        """What update() would do, by stat alone: files to hash, files gone."""
+        return plan(self, folders)
+
+    def update(
+        self,
+        folders: Iterable[str | bytes | os.PathLike],
+        *,
+        workers: int | None = None,
+        progress: Progress | None = None,
+    ) -> UpdateReport:
+        """Index new and changed files under `folders` (hashing in worker processes) and
+        forget the files gone from them."""
+        return update(self, folders, workers=workers, progress=progress)
+
+    # Roots: the watched folders
+
+    def roots(self) -> list[bytes]:
+        with self.store.read() as txn:
+            return sorted(bytes(v) for _, v in txn.cursor(db=self.store.dbs[b"roots"]))
+
+    def add_root(self, folder: str | bytes | os.PathLike) -> bytes:
+        raw = absolute(folder)
+        self.store.write(lambda txn: txn.put(path_key(raw), raw, db=self.store.dbs[b"roots"]))
+        return raw
+
+    def remove_root(self, folder: str | bytes | os.PathLike) -> bool:
+        raw = absolute(folder)
+        return self.store.write(lambda txn: txn.delete(path_key(raw), db=self.store.dbs[b"roots"]))
+
+    # Consistency
+
+    def check(self) -> list[str]:
+        """Problems found in the derived tables; empty when the index is consistent."""
+        return check_index(self)
+
+
+def _fields(record: FileRecord) -> dict:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+def _same_stat(record: FileRecord, st: os.stat_result) -> bool:
+    return (record.dev, record.ino, record.size, record.mtime_ns) == (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )
+
+
+def _stat_error(path: bytes, error: OSError) -> FingerprintError:
+    if isinstance(error, FileNotFoundError):
+        return MissingFile(path, "no such file")
+    return UnreadableFile(path, error.strerror or str(error))
+
+
+def _kind(record: FileRecord, fp: Fingerprint | None, path: bytes | None, distance: int) -> Kind:
+    """How an indexed record duplicates a new fingerprint."""
+    if fp is None:
+        return Kind.NEAR
+    if record.digest == fp.digest:
+        return Kind.EXACT
+    if distance == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
+        try:
+            if same_pixels(record.path, path):
+                return Kind.PIXEL
+        except FingerprintError as error:
+            log.debug("pixel comparison skipped: %s", error)
+    return Kind.NEAR
+
+
+def _pair_kind(record: FileRecord, match: Match) -> Kind:
+    other = match.record
+    if record.digest == other.digest:
+        return Kind.EXACT
+    if match.distance == 0 and (record.width, record.height) == (other.width, other.height):
+        try:
+            if same_pixels(record.path, other.path):
+                return Kind.PIXEL
+        except FingerprintError:
+            pass
+    return Kind.NEAR
+
+
+def _build_groups(records: dict[int, FileRecord], pairs: dict[int, list[Pair]]) -> list[Group]:
+    """Greedy groups around keepers: the best unassigned file takes its unassigned partners."""
+    assigned: set[int] = set()
+    groups = []
+    for file_id in sorted(pairs, key=lambda i: keeper_rank(records[i])):
+        if file_id in assigned:
+            continue
+        members = [
+            Match(records[p.other], p.distance, p.kind)
+            for p in pairs[file_id]
+            if p.other not in assigned and p.other in records
+        ]
+        if not members:
+            continue
+        assigned.add(file_id)
+        assigned.update(m.record.id for m in members)
+        groups.append(Group(records[file_id], sorted(members, key=_best_first)))
+    groups.sort(key=lambda g: (-len(g.members), keeper_rank(g.keep)))
+    return groups

@@ -1,0 +1,240 @@
+"""The LMDB environment of an index: its tables, record encoding, schema and map growth.
+
+Paths are stored as bytes (os.fsencode), so any file name round-trips, and are
+never used as keys: LMDB keys are at most 511 bytes and Linux paths reach 4096.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import TypeVar
+
+import lmdb
+
+from dupwatch.index.errors import IndexMismatch, StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
+MAX_MAP_SIZE = 1 << 40
+
+# name -> dupsort. Dup-sorted tables map one key to many 8-byte file ids.
+TABLES = {
+    b"meta": False,  # schema version, hash parameters, next file id, pair radius
+    b"files": False,  # file id -> record
+    b"by_path": True,  # blake2b(path)[:16] -> file id
+    b"by_hash": True,  # perceptual hash -> file id
+    b"by_digest": True,  # content digest -> file id
+    b"pairs": True,  # file id -> other id + distance + kind, both directions
+    b"roots": False,  # blake2b(path)[:16] -> watched folder
+    b"tree": False,  # the BK-tree of distinct perceptual hashes
+}
+
+T = TypeVar("T")
+
+
+def u64(value: int) -> bytes:
+    """Big-endian, so LMDB's byte order is numeric order."""
+    return value.to_bytes(8, "big")
+
+
+def from_u64(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def path_key(path: bytes) -> bytes:
+    return blake2b(path, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What the index knows of one file."""
+
+    id: int
+    path: bytes
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    bits: int
+    digest: bytes
+    width: int
+    height: int
+    format: str
+
+    @property
+    def fspath(self) -> str:
+        """The path as str; names that are not UTF-8 keep their bytes as surrogates."""
+        return os.fsdecode(self.path)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+_RECORD = struct.Struct("<QQQqQ16sIIB")
+
+
+def encode_record(record: FileRecord) -> bytes:
+    fmt = record.format.encode("ascii", "replace")[:255]
+    head = _RECORD.pack(
+        record.dev,
+        record.ino,
+        record.size,
+        record.mtime_ns,
+        record.bits,
+        record.digest,
+        record.width,
+        record.height,
+        len(fmt),
+    )
+    return head + fmt + record.path
+
+
+def decode_record(file_id: int, raw: bytes) -> FileRecord:
+    dev, ino, size, mtime_ns, bits, digest, width, height, fmt_len = _RECORD.unpack_from(raw)
+    fmt_end = _RECORD.size + fmt_len
+    fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
+    path = bytes(raw[fmt_end:])
+    return FileRecord(file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt)
+
+
+class Store:
+    """One LMDB environment with dupwatch's named tables."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        hash_params: dict,
+        readonly: bool = False,
+        map_size: int = INITIAL_MAP_SIZE,
+    ) -> None:
+        self.folder = os.fspath(folder)
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not os.path.exists(os.path.join(self.folder, "data.mdb")):
+                    raise StoreError(f"{self.folder}: no index here yet (run `dupwatch scan DIR`)")
+                self.env = lmdb.open(self.folder, readonly=True, max_dbs=len(TABLES))
+            else:
+                os.makedirs(self.folder, mode=0o700, exist_ok=True)
+                self.env = lmdb.open(self.folder, map_size=map_size, max_dbs=len(TABLES))
+        except lmdb.Error as error:
+            raise StoreError(f"{self.folder}: cannot open the index: {error}") from error
+        try:
+            self.dbs = {
+                name: self.env.open_db(name, create=not readonly, dupsort=dupsort)
+                for name, dupsort in TABLES.items()
+            }
+        except lmdb.Error as error:
+            self.env.close()
+            raise StoreError(f"{self.folder}: not a dupwatch index: {error}") from error
+        self._check_meta(hash_params)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _check_meta(self, hash_params: dict) -> None:
+        wanted = json.dumps(hash_params, sort_keys=True).encode()
+        with self.env.begin(db=self.dbs[b"meta"]) as txn:
+            version = txn.get(b"schema")
+            params = txn.get(b"hash")
+        if version is None and not self.readonly:
+            self.write(lambda txn: self._init_meta(txn, wanted))
+            return
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise IndexMismatch(
+                f"{self.folder}: the index has schema {int(version)}, newer than this dupwatch "
+                f"understands ({SCHEMA_VERSION}); upgrade dupwatch"
+            )
+        if params is not None and params != wanted:
+            raise IndexMismatch(
+                f"{self.folder}: the index was built with other hash parameters "
+                f"({params.decode()}, this dupwatch uses {wanted.decode()}); "
+                "choose another --index or rebuild it with `dupwatch reindex`"
+            )
+
+    def _init_meta(self, txn: lmdb.Transaction, params: bytes) -> None:
+        meta = self.dbs[b"meta"]
+        txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
+        txn.put(b"hash", params, db=meta)
+        txn.put(b"next_id", u64(1), db=meta)
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A short read transaction; memory views into the map are valid only inside it."""
+        with self.env.begin(buffers=True) as txn:
+            yield txn
+
+    def write(self, change: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `change` in one write transaction, growing the map and retrying when full."""
+        if self.readonly:
+            raise StoreError(f"{self.folder}: the index is open read-only")
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return change(txn)
+            except lmdb.MapFullError:
+                self._grow()
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"] * 2
+        if size > MAX_MAP_SIZE:
+            raise StoreError(f"{self.folder}: the index would outgrow {MAX_MAP_SIZE} bytes")
+        log.info("%s: the index map is full; growing it to %d MiB", self.folder, size >> 20)
+        for _ in range(100):
+            try:
+                self.env.set_mapsize(size)
+                return
+            except lmdb.Error:
+                # Another thread of this process still has a reader open: wait it out.
+                time.sleep(0.01)
+        raise StoreError(f"{self.folder}: cannot grow the index map while it is being read")
+
+    # Meta values
+
+    def get_meta(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
+        raw = txn.get(key, db=self.dbs[b"meta"])
+        return None if raw is None else bytes(raw)
+
+    def put_meta(self, txn: lmdb.Transaction, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self.dbs[b"meta"])
+
+    def next_file_id(self, txn: lmdb.Transaction) -> int:
+        file_id = from_u64(self.get_meta(txn, b"next_id") or u64(1))
+        self.put_meta(txn, b"next_id", u64(file_id + 1))
+        return file_id
+
+    # Lookups used by every reader
+
+    def record(self, txn: lmdb.Transaction, file_id: int) -> FileRecord | None:
+        raw = txn.get(u64(file_id), db=self.dbs[b"files"])
+        return None if raw is None else decode_record(file_id, raw)
+
+    def ids(self, txn: lmdb.Transaction, table: bytes, key: bytes) -> list[int]:
+        """Every file id stored under `key` in a dup-sorted table."""
+        cursor = txn.cursor(db=self.dbs[table])
+        if not cursor.set_key(key):
+            return []
+        return [from_u64(raw) for raw in cursor.iternext_dup()]
+
+    def find_path(self, txn: lmdb.Transaction, path: bytes) -> FileRecord | None:
+        for file_id in self.ids(txn, b"by_path", path_key(path)):
+            record = self.record(txn, file_id)
+            if record is not None and record.path == path:
+                return record
+        return None
+
+    def records(self, txn: lmdb.Transaction) -> Iterator[FileRecord]:
+        for key, raw in txn.cursor(db=self.dbs[b"files"]):
+            yield decode_record(from_u64(key), raw)

@@ -1,0 +1,135 @@
+"""Bring an index up to date with folders on disk: stat everything, hash only what changed.
+
+Hashing runs in worker processes; this process alone writes, in batches, so a
+burst of files costs a few transactions instead of one fsync each.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dupwatch.index.errors import FingerprintError, MissingFile
+from dupwatch.index.fingerprint import Fingerprint, fingerprint
+from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
+
+if TYPE_CHECKING:
+    from dupwatch.index.index import AddResult, Index
+
+WRITE_BATCH = 256  # files per write transaction
+WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
+POOL_THRESHOLD = 8  # fewer files than this are hashed in-process: a pool costs more to start
+
+Progress = Callable[[int, int], None]  # (files done, files to hash)
+
+
+@dataclass
+class Plan:
+    """What a stat-only comparison of folders with the index found."""
+
+    to_hash: list[bytes] = field(default_factory=list)
+    gone: list[bytes] = field(default_factory=list)
+    unchanged: int = 0
+
+
+@dataclass
+class UpdateReport:
+    seen: int = 0
+    hashed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[FingerprintError] = field(default_factory=list)
+    results: list[AddResult] = field(default_factory=list)
+
+
+def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFAULT_IGNORE) -> Plan:
+    """Compare the folders with the index by (device, inode, size, mtime) alone."""
+    roots = [absolute(folder) for folder in folders]
+    known = {
+        r.path: (r.dev, r.ino, r.size, r.mtime_ns)
+        for r in index.files()
+        if any(r.path == root or is_under(r.path, root) for root in roots)
+    }
+    result = Plan()
+    seen: set[bytes] = set()
+    for root in roots:
+        for path, st in walk(root, ignore=ignore):
+            if path in seen:
+                continue  # nested roots
+            seen.add(path)
+            if known.get(path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+                result.unchanged += 1
+            else:
+                result.to_hash.append(path)
+    result.gone = sorted(path for path in known if path not in seen)
+    return result
+
+
+def hash_file(path: bytes) -> tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]:
+    """Fingerprint one file with the stat taken before reading it.
+
+    The stat comes first so that a file changed while it is read looks changed
+    at the next comparison, rather than current with an old hash.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path, MissingFile(path, "deleted before it could be read"), None
+    except OSError as error:
+        return path, FingerprintError(path, error.strerror or str(error)), None
+    try:
+        return path, fingerprint(path), st
+    except FingerprintError as error:
+        return path, error, None
+
+
+def hash_all(
+    paths: list[bytes], *, workers: int | None = None
+) -> Iterable[tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]]:
+    """Fingerprint files, in worker processes when there are enough of them."""
+    if len(paths) < POOL_THRESHOLD or workers == 1:
+        yield from map(hash_file, paths)
+        return
+    # forkserver: the workers never inherit this process's open LMDB environment.
+    context = multiprocessing.get_context("forkserver")
+    workers = workers or os.cpu_count() or 1
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(hash_file, paths, chunksize=4)
+
+
+def update(
+    index: Index,
+    folders: Iterable[str | bytes | os.PathLike],
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    """Index new and changed files under the folders and forget the ones gone."""
+    found = plan(index, folders)
+    report = UpdateReport(unchanged=found.unchanged)
+    report.seen = found.unchanged + len(found.to_hash)
+    report.removed = index.remove_many(found.gone)
+    batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
+    last_write = time.monotonic()
+    done = 0
+    for path, outcome, st in hash_all(found.to_hash, workers=workers):
+        done += 1
+        if isinstance(outcome, FingerprintError):
+            report.failed.append(outcome)
+        else:
+            batch.append((path, outcome, st))
+        if len(batch) >= WRITE_BATCH or time.monotonic() - last_write > WRITE_EVERY_S:
+            report.results.extend(index.put_many(batch))
+            batch = []
+            last_write = time.monotonic()
+        if progress is not None:
+            progress(done, len(found.to_hash))
+    if batch:
+        report.results.extend(index.put_many(batch))
+    report.hashed = len(report.results)
+    return report
