@@ -1,0 +1,365 @@
+"""Fingerprints of image files: a blake2b digest of the bytes and a 64-bit pHash of the pixels.
+
+Imports Pillow, numpy and (lazily) scipy.fftpack; never threads, sockets or the daemon.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import stat
+import struct
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dupwatch.index.errors import (
+    DecompressionBomb,
+    EmptyFile,
+    FingerprintError,
+    MissingFile,
+    NotAnImage,
+    TooLarge,
+    TruncatedImage,
+    UnreadableFile,
+)
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+try:  # HEIC/AVIF through the optional extra `dupwatch[heif]`
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
+log = logging.getLogger(__name__)
+
+Path = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+HASH_SIZE = 8
+HIGHFREQ_FACTOR = 4
+HASH_INPUT_SIZE = HASH_SIZE * HIGHFREQ_FACTOR  # the 32x32 grayscale pHash is computed from
+DRAFT_SIZE = (256, 256)  # smaller drafts drift the hash by up to 14-16 bits (DESIGN.md)
+
+# Any change to the bits produced must bump "version": an index stores this and refuses a mismatch.
+HASH_PARAMS: dict[str, Any] = {
+    "algo": "phash",
+    "hash_size": HASH_SIZE,
+    "highfreq_factor": HIGHFREQ_FACTOR,
+    "resample": "lanczos",
+    "draft": "L 256x256",
+    "exif_transpose": True,
+    "gray16": "scaled",
+    "version": 1,
+}
+
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+        ".heic", ".heif", ".avif",
+    }
+)  # fmt: skip
+
+# Only these decoders ever see a file's bytes: no EPS/ghostscript, no guessing at TGA or XPM.
+_WANTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
+
+# Signatures of the formats above: bytes that start like one but fail to open are truncated.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
+
+# What Pillow's decoders raise on corrupt or truncated data (its own Image.open swallows the
+# same family while probing formats; the AVIF decoder raises RuntimeError).
+_DECODE_ERRORS = (
+    OSError,
+    RuntimeError,
+    SyntaxError,
+    ValueError,
+    struct.error,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+)
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+# warnings.catch_warnings swaps a process-global list; serialise our own uses of it so two
+# threads cannot restore each other's filters and leave one behind.
+_warnings_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What dupwatch knows about one file's content.
+
+    `bits` is the unsigned 64-bit pHash (imagehash's bit order), `digest` the 16-byte blake2b
+    of the file's bytes, `width`/`height` the upright size, `format` Pillow's format name,
+    `size` the file's length in bytes.
+    """
+
+    bits: int
+    digest: bytes
+    width: int
+    height: int
+    format: str
+    size: int
+
+
+def is_image_name(name: str | bytes) -> bool:
+    """True when the file name ends in a suffix dupwatch reads as an image (any case)."""
+    suffix = os.path.splitext(os.fsdecode(name))[1]
+    return suffix.lower() in IMAGE_SUFFIXES
+
+
+def fingerprint(
+    path: Path,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Fingerprint:
+    """Fingerprint one file, reading its bytes once.
+
+    The digest and the pixels come from the same bytes, so a file rewritten meanwhile cannot
+    mix two versions. JPEGs are decoded at 1/2-1/8 scale inside the DCT (draft), the EXIF
+    orientation is applied, and the pHash is imagehash.phash's on the upright picture.
+    Raises a FingerprintError subclass naming the file; `max_pixels=None` leaves only Pillow's
+    own hard limit (2 x Image.MAX_IMAGE_PIXELS).
+    """
+    data = read_bytes(path, max_bytes=max_bytes)
+    with _decoding(path, data):
+        with _open_image(path, data, max_pixels) as img:
+            declared_size, image_format = img.size, img.format or "unknown"
+            img.draft("L", DRAFT_SIZE)  # a no-op for everything but JPEG
+            img.load()
+            orientation = _orientation(img)  # after load: a PNG's eXIf may follow its pixels
+            gray = _to_gray(path, img)
+        gray = _transpose(gray, orientation)
+        small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS)
+    width, height = _upright_size(declared_size, orientation)
+    return Fingerprint(
+        bits=phash_bits(small),
+        digest=hashlib.blake2b(data, digest_size=16).digest(),
+        width=width,
+        height=height,
+        format=image_format,
+        size=len(data),
+    )
+
+
+def same_pixels(a: Path, b: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
+    """True when two files decode to the same upright picture: equal size, equal pixels.
+
+    Both are decoded in full (no draft) and compared in their shared mode, or as RGBA when the
+    modes differ. Raises a FingerprintError subclass naming the file that fails.
+    """
+    upright_a = _decode_upright(a, max_pixels)
+    upright_b = _decode_upright(b, max_pixels)
+    if upright_a.size != upright_b.size:
+        return False
+    if upright_a.mode != upright_b.mode or upright_a.mode in ("P", "PA"):
+        upright_a, upright_b = upright_a.convert("RGBA"), upright_b.convert("RGBA")
+    return upright_a.tobytes() == upright_b.tobytes()
+
+
+def phash_bits(gray: Image.Image) -> int:
+    """imagehash.phash's 64 bits of a 32x32 grayscale image, as an unsigned int.
+
+    The same scipy DCT, the same 8x8 low-frequency block, the same median threshold, so the
+    result equals int(str(imagehash.phash(gray)), 16).
+    """
+    pixels: NDArray[Any] = np.asarray(gray)
+    dct = _fftpack().dct
+    coefficients = dct(dct(pixels, axis=0), axis=1)[:HASH_SIZE, :HASH_SIZE]
+    above = coefficients > np.median(coefficients)
+    return int.from_bytes(np.packbits(above).tobytes(), "big")
+
+
+def read_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The whole content of a regular file, read without ever blocking on a FIFO or device.
+
+    Raises MissingFile, UnreadableFile, EmptyFile or TooLarge naming the file.
+    """
+    try:
+        st = os.stat(path)
+        _check_regular(path, st, max_bytes)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as error:
+        raise _from_os_error(path, error) from error
+    try:
+        st = os.fstat(fd)  # the path may have been replaced between stat and open
+        _check_regular(path, st, max_bytes)
+        data = _read_fd(path, fd, st.st_size, max_bytes)
+    except OSError as error:
+        raise _from_os_error(path, error) from error
+    finally:
+        os.close(fd)
+    if not data:
+        raise EmptyFile(path, "zero bytes")
+    return data
+
+
+def _check_regular(path: Path, st: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableFile(path, f"not a regular file ({_file_kind(st.st_mode)})")
+    if st.st_size == 0:
+        raise EmptyFile(path, "zero bytes")
+    if st.st_size > max_bytes:
+        raise TooLarge(path, f"too large: {st.st_size:,} bytes, over the limit of {max_bytes:,}")
+
+
+def _read_fd(path: Path, fd: int, size_hint: int, max_bytes: int) -> bytes:
+    chunks = [os.read(fd, size_hint + 1)]  # one read for a file that does not grow
+    total = len(chunks[0])
+    while chunks[-1]:
+        if total > max_bytes:
+            raise TooLarge(path, f"too large: over the limit of {max_bytes:,} bytes")
+        chunks.append(os.read(fd, 1 << 20))
+        total += len(chunks[-1])
+    return chunks[0] if len(chunks) <= 2 else b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
+def _from_os_error(path: Path, error: OSError) -> FingerprintError:
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return MissingFile(path, "no such file")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return UnreadableFile(path, "permission denied")
+    if error.errno == errno.EISDIR:
+        return UnreadableFile(path, "not a regular file (a directory)")
+    return UnreadableFile(path, f"cannot read: {error.strerror or error}")
+
+
+@contextmanager
+def _decoding(path: Path, data: bytes) -> Iterator[None]:
+    """Turn whatever Pillow raises on bad bytes into a FingerprintError naming the file."""
+    try:
+        yield
+    except FingerprintError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise DecompressionBomb(path, f"decompression bomb: {error}") from error
+    except UnidentifiedImageError as error:
+        if _looks_like_image(data):
+            reason = "truncated or corrupt image data: the header cannot be read"
+            raise TruncatedImage(path, reason) from error
+        raise NotAnImage(path, "not an image (unrecognised format)") from error
+    except _DECODE_ERRORS as error:
+        reason = f"truncated or corrupt image data: {error or type(error).__name__}"
+        raise TruncatedImage(path, reason) from error
+
+
+def _looks_like_image(data: bytes) -> bool:
+    if data.startswith(_MAGIC):
+        return True
+    riff_webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    return riff_webp or data[4:8] == b"ftyp"  # ftyp: the ISO boxes of HEIC and AVIF
+
+
+@contextmanager
+def _open_image(path: Path, data: bytes, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Open (not decode) the image; refuse it when it declares more than max_pixels."""
+    with _warnings_lock, warnings.catch_warnings():
+        # Our own check below is the limit; Pillow's warning would only print.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data), formats=_read_formats())
+    with img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            reason = (
+                f"decompression bomb: {width}x{height} = {width * height:,} pixels,"
+                f" over the limit of {max_pixels:,}"
+            )
+            raise DecompressionBomb(path, reason)
+        yield img
+
+
+def _decode_upright(path: Path, max_pixels: int | None) -> Image.Image:
+    data = read_bytes(path)
+    with _decoding(path, data):
+        with _open_image(path, data, max_pixels) as img:
+            img.load()
+            return _transpose(img, _orientation(img))
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8), 1 when absent or unreadable: bad EXIF must not lose a photo."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS as error:
+        log.debug("ignoring unreadable EXIF: %s", error)
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE_FOR_ORIENTATION else 1
+
+
+def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    width, height = size
+    return (height, width) if orientation >= 5 else (width, height)
+
+
+def _transpose(img: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    return img if method is None else img.transpose(method)
+
+
+def _to_gray(path: Path, img: Image.Image) -> Image.Image:
+    """The loaded image as 8-bit grayscale: imagehash's convert('L'), but 16-bit is scaled.
+
+    Pillow's convert('L') clips 16-bit values at 255, which would hash most 16-bit pictures
+    as white.
+    """
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img.convert("I"), dtype=np.int64)
+        return Image.fromarray((np.clip(wide, 0, 65535) // 257).astype(np.uint8), "L")
+    if img.mode == "LAB":
+        return img.getchannel("L")
+    try:
+        return img.convert("L")  # already loaded: a ValueError here is about the mode
+    except ValueError as error:
+        raise NotAnImage(path, f"cannot convert pixel mode {img.mode} to grayscale") from error
+
+
+@cache
+def _read_formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
+
+
+@cache
+def _fftpack() -> Any:
+    import scipy.fftpack  # ~0.2 s to import: only when the first hash is computed
+
+    return scipy.fftpack
