@@ -1,0 +1,244 @@
+"""The `dupwatch` command: parse, call the library or the service, print.
+
+Exit status, like grep: 0 when duplicates were found, 1 when none were, 2 on an
+error (a message on stderr that names the file and the cause).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from dupwatch.daemon.config import Config, load_config
+from dupwatch.daemon.render import (
+    ProgressBar,
+    dumps,
+    group_lines,
+    group_to_json,
+    match_line,
+    printable,
+    query_to_json,
+)
+from dupwatch.index import (
+    DupwatchError,
+    FingerprintError,
+    Group,
+    Index,
+    StoreError,
+    default_index_path,
+)
+from dupwatch.index.folders import absolute, is_under
+
+EXIT_FOUND = 0
+EXIT_NONE = 1
+EXIT_ERROR = 2
+
+log = logging.getLogger("dupwatch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="dupwatch: %(message)s")
+    try:
+        args.config_values = load_config(args.config)
+        return args.run(args)
+    except DupwatchError as error:
+        print(f"dupwatch: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`dupwatch groups | head`): not worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def common_options(default: object) -> argparse.ArgumentParser:
+    """--index, --socket and --config, accepted before and after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--index", metavar="PATH", default=default, help="index folder (env DUPWATCH_INDEX)"
+    )
+    common.add_argument(
+        "--socket", metavar="PATH", default=default, help="service socket (env DUPWATCH_SOCKET)"
+    )
+    common.add_argument("--config", metavar="FILE", default=default, help="config file (TOML)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # After the command name the options must not reset what was given before it.
+    common = common_options(argparse.SUPPRESS)
+    matching = argparse.ArgumentParser(add_help=False)
+    matching.add_argument(
+        "--radius", type=int, metavar="N", help="largest Hamming distance (of 64 bits) to match"
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="dupwatch",
+        description="Catch duplicate and near-duplicate images the moment they land.",
+        parents=[common_options(None)],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str, *parents):
+        sub = commands.add_parser(name, help=help, description=help, parents=[common, *parents])
+        sub.set_defaults(run=run)
+        return sub
+
+    scan = command(
+        "scan",
+        cmd_scan,
+        "index folders (incrementally) and print duplicate groups",
+        matching,
+        output,
+    )
+    scan.add_argument("folders", nargs="+", metavar="DIR")
+    scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
+
+    query = command(
+        "query", cmd_query, "what in the index duplicates these images", matching, output
+    )
+    query.add_argument("images", nargs="+", metavar="IMG")
+
+    command(
+        "groups",
+        cmd_groups,
+        "every duplicate group in the index, with the copy to keep",
+        matching,
+        output,
+    )
+    command("check", cmd_check, "verify the index's consistency", output)
+    return parser
+
+
+# Settings shared by the commands
+
+
+def settings(args: argparse.Namespace) -> Config:
+    radius = getattr(args, "radius", None)
+    return args.config_values.replace(index=args.index, socket=args.socket, radius=radius)
+
+
+def index_path(args: argparse.Namespace) -> str:
+    config = settings(args)
+    return os.fspath(config.index) if config.index is not None else default_index_path()
+
+
+def open_index(args: argparse.Namespace, *, readonly: bool = False) -> Index:
+    config = settings(args)
+    return Index.open(index_path(args), radius=config.radius, readonly=readonly)
+
+
+def existing_index(args: argparse.Namespace) -> Index:
+    """The index, which must exist already; writable when the folder allows it."""
+    path = index_path(args)
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
+    return open_index(args, readonly=not os.access(path, os.W_OK))
+
+
+def touches(group: Group, folders: list[bytes]) -> bool:
+    """True when a file of the group lies under one of the folders."""
+    records = [group.keep, *(m.record for m in group.members)]
+    return any(is_under(r.path, folder) for r in records for folder in folders)
+
+
+def print_failures(failures: list[FingerprintError]) -> None:
+    for error in failures:
+        print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
+
+
+# Commands
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    folders = [absolute(folder) for folder in args.folders]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise DupwatchError(f"{printable(folder)}: not a folder")
+    with open_index(args) as index:
+        bar = ProgressBar("hashing")
+        report = index.update(folders, workers=args.workers, progress=bar)
+        bar.finish()
+        groups = [g for g in index.groups(args.radius) if touches(g, folders)]
+    summary = {
+        "seen": report.seen,
+        "hashed": report.hashed,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "failed": [{"path": e.path, "error": e.reason} for e in report.failed],
+        "groups": len(groups),
+    }
+    if args.json:
+        print(dumps({"groups": [group_to_json(g) for g in groups], "summary": summary}))
+    else:
+        for group in groups:
+            print("\n".join(group_lines(group)))
+    print_failures(report.failed)
+    print(
+        f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
+        f"{report.removed} gone, {len(report.failed)} unreadable; {len(groups)} duplicate groups",
+        file=sys.stderr,
+    )
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    found = False
+    failed = False
+    with existing_index(args) as index:
+        for image in args.images:
+            try:
+                matches = index.query(image, args.radius)
+            except FingerprintError as error:
+                print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
+                failed = True
+                continue
+            others = [m for m in matches if not m.is_self]
+            found = found or bool(others)
+            if args.json:
+                print(dumps(query_to_json(image, matches)))
+            elif others or any(m.is_self for m in matches):
+                print(f"{printable(image)}:")
+                print("\n".join(match_line(m) for m in matches))
+            else:
+                print(f"{printable(image)}: no duplicates in the index")
+    if failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if found else EXIT_NONE
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        groups = index.groups(args.radius)
+    if args.json:
+        print(dumps({"groups": [group_to_json(g) for g in groups]}))
+    else:
+        for group in groups:
+            print("\n".join(group_lines(group)))
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        problems = index.check()
+        files = len(index)
+    if args.json:
+        print(dumps({"ok": not problems, "files": files, "problems": problems}))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{index_path(args)}: {files} files, {len(problems)} problems", file=sys.stderr)
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""How results look: the JSON shapes of DESIGN.md, the plain-text lines, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import IO
+
+from dupwatch.index import FileRecord, Group, Match
+
+
+def group_to_json(group: Group) -> dict:
+    """{"keep": PATH, "files": [...]}; the keeper comes first in "files", as kind "keep"."""
+    keep = _file_json(group.keep, "keep", 0)
+    members = [_file_json(m.record, str(m.kind), m.distance) for m in group.members]
+    return {"keep": group.keep.fspath, "files": [keep, *members]}
+
+
+def _file_json(record: FileRecord, kind: str, distance: int) -> dict:
+    return {
+        "path": record.fspath,
+        "kind": kind,
+        "distance": distance,
+        "width": record.width,
+        "height": record.height,
+        "bytes": record.size,
+    }
+
+
+def query_to_json(path: str | bytes, matches: list[Match]) -> dict:
+    return {"query": os.fsdecode(path), "matches": [m.to_json() for m in matches]}
+
+
+def dumps(value: object) -> str:
+    # ensure_ascii keeps names that are not UTF-8 (surrogate escapes) printable and round-trippable.
+    return json.dumps(value, ensure_ascii=True)
+
+
+def printable(path: str | bytes) -> str:
+    """A path for a terminal: undecodable bytes shown as \\xNN instead of failing to print."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError
+
+
+def group_lines(group: Group) -> list[str]:
+    keep = group.keep
+    lines = [
+        f"keep   {printable(keep.path)}  ({keep.width}x{keep.height}, {human_size(keep.size)})"
+    ]
+    for m in group.members:
+        r = m.record
+        lines.append(
+            f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  "
+            f"({r.width}x{r.height}, {human_size(r.size)})"
+        )
+    return lines
+
+
+def match_line(match: Match) -> str:
+    suffix = "  (itself)" if match.is_self else ""
+    return f"  {match.kind:<5} {match.distance:>2}  {printable(match.record.path)}{suffix}"
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, stream: IO[str] = sys.stderr) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.1 and done < total):
+            return
+        self.last_draw = now
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(now - self.started, 1e-9)
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:.0f}/s")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.last_draw:
+            self.stream.write("\n")
+            self.stream.flush()
