@@ -225,23 +225,26 @@ class BKTree:
         env: lmdb.Environment,
         *,
         name: bytes = b"tree",
+        db: object | None = None,
         leaf_size: int = DEFAULT_LEAF_SIZE,
         fanout: int = DEFAULT_FANOUT,
         owns_env: bool = False,
     ) -> None:
+        """`db` is a table handle already opened (for an environment opened read-only)."""
         if leaf_size < 2 or not 2 <= fanout <= 64:
             raise ValueError("leaf_size must be >= 2 and fanout within 2..64")
         self.env = env
         self._owns_env = owns_env
-        self._db = env.open_db(name)
-        with env.begin(write=True) as txn:
-            header = txn.get(_HEADER_KEY, db=self._db)
-            if header is None:
-                txn.put(_node_key(1), _encode(_Leaf(np.empty(0, _U64))), db=self._db)
-                txn.put(_HEADER_KEY, _HEADER.pack(1, 2, 0, leaf_size, fanout), db=self._db)
-            else:
-                # A tree keeps the shape it was built with.
-                _, _, _, leaf_size, fanout = _HEADER.unpack(header)
+        self._db = db if db is not None else env.open_db(name)
+        with env.begin(db=self._db) as txn:
+            header = txn.get(_HEADER_KEY)
+        if header is None:
+            with env.begin(write=True, db=self._db) as txn:
+                txn.put(_node_key(1), _encode(_Leaf(np.empty(0, _U64))))
+                txn.put(_HEADER_KEY, _HEADER.pack(1, 2, 0, leaf_size, fanout))
+        else:
+            # A tree keeps the shape it was built with.
+            _, _, _, leaf_size, fanout = _HEADER.unpack(header)
         self.leaf_size = leaf_size
         self.fanout = fanout
 
