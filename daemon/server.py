@@ -74,6 +74,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closing = False
 
     async def start(self, path: Path | None = None, *, sock: socket.socket | None = None) -> None:
         """Listen on `sock` (socket activation) or bind `path` (folder 0700, socket 0600).
@@ -96,14 +97,18 @@ class Server:
 
     async def close(self) -> None:
         """Stop listening, end every connection and remove the socket file we created."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Aborted transports end most connections by themselves; cancel what is still busy.
+            _done, busy = await asyncio.wait(set(self._tasks), timeout=2.0)
+            for task in busy:
+                task.cancel()
+            if busy:
+                await asyncio.wait(busy, timeout=2.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -137,7 +142,8 @@ class Server:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            if not self._closing:
+                raise
         except Exception:
             log.exception("connection failed")
         finally:
@@ -150,9 +156,7 @@ class Server:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer.get_extra_info("socket"))
         if peer.uid != os.getuid():
-            log.warning("refused a connection from uid %d (pid %d)", peer.uid, peer.pid)
-            message = f"uid {peer.uid} may not use the service of uid {os.getuid()}"
-            await _send(writer, protocol.error(ErrorCode.FORBIDDEN, message))
+            await _refuse(peer, reader, writer)
             return
         while True:
             try:
@@ -199,13 +203,13 @@ class Server:
         sub = Subscriber(asyncio.Queue(maxsize=self.subscriber_queue))
         self.subscribers.add(sub)
         hangup = asyncio.ensure_future(_wait_eof(reader))
+        getter: asyncio.Future[dict[str, Any]] | None = None
         try:
             await _send(writer, protocol.ok())
             while not hangup.done():
                 getter = asyncio.ensure_future(sub.queue.get())
                 await asyncio.wait({getter, hangup}, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
-                    getter.cancel()
                     return
                 await _send(writer, getter.result())
                 sub.sent += 1
@@ -215,6 +219,21 @@ class Server:
         finally:
             self.subscribers.discard(sub)
             hangup.cancel()
+            if getter is not None:
+                getter.cancel()
+
+
+async def _refuse(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer another user's first request with `forbidden`, reading nothing else from it.
+
+    Waiting for the request (briefly) lets the client read the answer instead of meeting a
+    closed socket while it is still writing.
+    """
+    log.warning("refused a connection from uid %d (pid %d)", peer.uid, peer.pid)
+    with contextlib.suppress(asyncio.TimeoutError, ProtocolError):
+        await asyncio.wait_for(_read_line(reader), 5.0)
+    message = f"uid {peer.uid} may not use the service of uid {os.getuid()}"
+    await _send(writer, protocol.error(ErrorCode.FORBIDDEN, message))
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:

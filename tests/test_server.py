@@ -185,7 +185,6 @@ def test_stalled_subscriber_is_told_what_it_missed(served: LoopThread) -> None:
     # The service answers others while the stalled subscriber's queue is full.
     with Client(path, timeout_s=10) as other:
         assert other.call("status")["answer"] == 42
-    wait_until(lambda: next(iter(served.server.subscribers)).missed > 0)
     received = 0
     missed = 0
     stalled.settimeout(20)
