@@ -17,6 +17,10 @@ class FingerprintError(DupwatchError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from (path, reason) when it crosses from a worker process.
+        return type(self), (self.path, self.reason)
+
 
 class MissingFile(FingerprintError):
     """The file does not exist (or vanished while being read)."""
