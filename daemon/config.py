@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from dupwatch.index.errors import DupwatchError
+from dupwatch.index.folders import DEFAULT_IGNORE
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "dupwatch.sock"
-DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.tmp", ".~*", ".*", "*~")
 
 
 class ConfigError(DupwatchError):
