@@ -238,11 +238,11 @@ class BKTree:
         self._db = db if db is not None else env.open_db(name)
         with env.begin(db=self._db) as txn:
             header = txn.get(_HEADER_KEY)
-        if header is None:
+        if header is None and not env.flags()["readonly"]:
             with env.begin(write=True, db=self._db) as txn:
                 txn.put(_node_key(1), _encode(_Leaf(np.empty(0, _U64))))
                 txn.put(_HEADER_KEY, _HEADER.pack(1, 2, 0, leaf_size, fanout))
-        else:
+        elif header is not None:
             # A tree keeps the shape it was built with.
             _, _, _, leaf_size, fanout = _HEADER.unpack(header)
         self.leaf_size = leaf_size
@@ -298,7 +298,10 @@ class BKTree:
                 edit.flush()
 
     def _read_header(self, txn: lmdb.Transaction) -> tuple[int, int, int]:
-        root, next_id, count, _, _ = _HEADER.unpack(bytes(txn.get(_HEADER_KEY, db=self._db)))
+        raw = txn.get(_HEADER_KEY, db=self._db)
+        if raw is None:
+            return 1, 2, 0  # a reader that came before the writer made the tree: empty
+        root, next_id, count, _, _ = _HEADER.unpack(bytes(raw))
         return root, next_id, count
 
     def _write_header(self, txn: lmdb.Transaction, root: int, next_id: int, count: int) -> None:
@@ -357,6 +360,8 @@ class BKTree:
             pending = [root]
             while pending:
                 raw = get(_node_key(pending.pop()), db=db)
+                if raw is None:
+                    break  # the tree is not made yet
                 if raw[:1] == _LEAF:
                     stored = np.frombuffer(raw, dtype=_U64, offset=_NODE_HEAD)
                     distances = np.bitwise_count(stored ^ query)
