@@ -377,6 +377,24 @@ def test_table_in_a_shared_environment_and_caller_transactions(tmp_path: Path) -
         env.close()
 
 
+def test_read_only_environment_serves_reads(tmp_path: Path) -> None:
+    items = [1, 2, 3, 2**63, HASH_MAX]
+    tree = open_tree(tmp_path / "tree")
+    tree.update(items)
+    tree.close()
+    env = lmdb.open(str(tmp_path / "tree"), readonly=True, max_dbs=2)
+    try:
+        reader = BKTree(env, db=env.open_db(b"tree", create=False))
+        assert len(reader) == len(items)
+        assert sorted(reader) == items
+        assert HASH_MAX in reader
+        assert reader.find(1, 1) == [(0, 1), (1, 3)]
+        with pytest.raises(lmdb.ReadonlyError):
+            reader.add(5)
+    finally:
+        env.close()
+
+
 # --- interleaved inserts and removes ------------------------------------------------------------
 
 
