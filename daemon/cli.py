@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         output,
     )
     command("check", cmd_check, "verify the index's consistency", output)
+    command("notify", cmd_notify, "show each duplicate as a desktop notification")
+    service = command("service", cmd_service, "install or remove the systemd user units")
+    service.add_argument("action", choices=("install", "uninstall"))
+    service.add_argument(
+        "--force", action="store_true", help="replace unit files dupwatch did not write"
+    )
     return parser
 
 
@@ -238,6 +244,32 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{index_path(args)}: {files} files, {len(problems)} problems", file=sys.stderr)
     return 0 if not problems else 1
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.notify import Bridge, alerts_from
+
+    socket_path = settings(args).socket_path
+    Bridge(lambda: alerts_from(socket_path)).run()
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from dupwatch.daemon import units
+
+    if args.action == "install":
+        config = os.path.abspath(args.config) if args.config else None
+        done = units.install(index_dir=settings(args).index, config=config, force=args.force)
+    else:
+        done = units.uninstall()
+    verb = "wrote" if args.action == "install" else "removed"
+    for path in done.paths:
+        print(f"{verb} {path}")
+    if not done.paths:
+        print(f"no units of dupwatch in {done.unit_dir}")
+    if done.next_steps:
+        print("now run:\n" + "\n".join(f"  {line}" for line in done.next_steps))
+    return 0
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ class UnitConflict(DupwatchError):
 class Installed:
     """What install or uninstall did, and the systemctl lines the user runs next."""
 
+    unit_dir: Path
     paths: list[Path]
     next_steps: list[str]
 
@@ -219,34 +220,40 @@ def render(name: str, command: list[str], index: str, *, marker: bool = True) ->
 def reference_units() -> dict[str, str]:
     """The units as systemd/ ships them: for /usr/bin/dupwatch and the default index folder."""
     return {
-        name: render(name, list(REFERENCE_COMMAND), REFERENCE_INDEX, marker=False)
-        for name in UNITS
+        name: render(name, list(REFERENCE_COMMAND), REFERENCE_INDEX, marker=False) for name in UNITS
     }
 
 
 def install(
-    unit_dir: Path | None = None, command: list[str] | None = None, *, force: bool = False
+    unit_dir: Path | None = None,
+    command: list[str] | None = None,
+    *,
+    index_dir: Path | None = None,
+    config: str | None = None,
+    force: bool = False,
 ) -> Installed:
     """Write the three units into `unit_dir` (default: user_unit_dir()) for this installation.
 
-    Creates the index folder, which the service may write (and nothing else in the home
-    folder). Rewrites units an earlier install wrote; raises UnitConflict on any other file
-    of the same name unless `force`.
+    The units run `command` (default: dupwatch_command()), with `--config FILE` when given, on
+    `index_dir` (default: default_index_path()), which is created: the service may write
+    there and nowhere else in the home folder. Rewrites units an earlier install wrote;
+    raises UnitConflict on any other file of the same name unless `force`.
     """
     unit_dir = unit_dir or user_unit_dir()
-    command = command or dupwatch_command()
-    index_dir = Path(default_index_path())
-    index_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = list(command or dupwatch_command()) + (["--config", config] if config else [])
+    index_dir = Path(index_dir or default_index_path()).absolute()
     targets = {name: unit_dir / name for name in UNITS}
     if not force:
         for path in targets.values():
             if path.exists() and not is_ours(path):
                 raise UnitConflict(path, "exists and was not written by dupwatch; --force replaces")
+    index_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     unit_dir.mkdir(parents=True, exist_ok=True)
     for name, path in targets.items():
         write_atomically(path, render(name, command, unit_path_value(str(index_dir))))
         log.info("wrote %s", path)
     return Installed(
+        unit_dir=unit_dir,
         paths=list(targets.values()),
         next_steps=[
             "systemctl --user daemon-reload",
@@ -274,7 +281,8 @@ def uninstall(unit_dir: Path | None = None) -> Installed:
     for path in ours:
         path.unlink()
         log.info("removed %s", path)
-    return Installed(paths=ours, next_steps=["systemctl --user daemon-reload"] if ours else [])
+    steps = ["systemctl --user daemon-reload"] if ours else []
+    return Installed(unit_dir=unit_dir, paths=ours, next_steps=steps)
 
 
 def is_ours(path: Path) -> bool:
