@@ -16,6 +16,7 @@ job. Opening a tree reads nothing but a header: there is nothing to rebuild.
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -53,7 +54,7 @@ def hamming(a: int, b: int) -> int:
 
 
 def _check_bits(bits: int) -> int:
-    bits = int(bits)
+    bits = operator.index(bits)  # ints and numpy integers; not floats or strings
     if not 0 <= bits < 1 << HASH_BITS:
         raise ValueError(f"hash {bits} is not an unsigned 64-bit integer")
     return bits
@@ -386,9 +387,10 @@ class BKTree:
         return list(zip(distances[order].tolist(), hashes[order].tolist(), strict=True))
 
     def __contains__(self, bits: object) -> bool:
-        if not isinstance(bits, int) or not 0 <= bits < 1 << HASH_BITS:
+        try:
+            return bool(self.find(_check_bits(bits), 0))
+        except (TypeError, ValueError):
             return False
-        return bool(self.find(bits, 0))
 
     def __len__(self) -> int:
         with self._reading(None) as txn:

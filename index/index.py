@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,9 +20,13 @@ from dupwatch.index.check import check_index
 from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, UnreadableFile
 from dupwatch.index.fingerprint import HASH_PARAMS, Fingerprint, fingerprint, same_pixels
 from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.ignore import ignored_keys, is_ignored, pair_key
 from dupwatch.index.store import (
+    Failure,
     FileRecord,
     Store,
+    decode_failure,
+    encode_failure,
     encode_record,
     from_u64,
     path_key,
@@ -90,9 +94,26 @@ def default_index_path() -> str:
     return os.path.join(data_home, "dupwatch")
 
 
-def keeper_rank(record: FileRecord) -> tuple:
-    """Sort key, best copy first: largest resolution, then largest file, then oldest."""
-    return (-record.pixels, -record.size, record.mtime_ns, record.path)
+KEEP_POLICIES = ("largest", "newest", "oldest", "shortest")
+
+
+def keeper_rank(record: FileRecord, keep: str = "largest", prefer: Sequence[bytes] = ()) -> tuple:
+    """Sort key, best copy first.
+
+    A file under one of the `prefer` folders (absolute bytes) comes first; then the
+    `keep` policy: "largest" resolution, "newest" or "oldest" mtime, or "shortest"
+    path; ties always fall back to largest resolution, largest file, oldest.
+    """
+    if keep not in KEEP_POLICIES:
+        raise ValueError(f"keeper policy {keep!r} is not one of {', '.join(KEEP_POLICIES)}")
+    preferred = 0 if any(is_under(record.path, folder) for folder in prefer) else 1
+    policy = {
+        "largest": (),
+        "newest": (-record.mtime_ns,),
+        "oldest": (record.mtime_ns,),
+        "shortest": (len(record.path),),
+    }[keep]
+    return (preferred, *policy, -record.pixels, -record.size, record.mtime_ns, record.path)
 
 
 def _best_first(match: Match) -> tuple:
@@ -260,13 +281,22 @@ class Index:
         key = u64(record.id)
         txn.put(key, encode_record(record), db=dbs[b"files"])
         txn.put(path_key(path), key, db=dbs[b"by_path"])
+        txn.delete(path_key(path), db=dbs[b"failed"])
         txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
         txn.put(record.digest, key, db=dbs[b"by_digest"])
         self.tree.add(record.bits, txn=txn)
         for match in matches:
             if match.distance <= pair_radius:
                 self._put_pair(txn, record.id, Pair(match.record.id, match.distance, match.kind))
-        return AddResult(record, [m for m in matches if m.distance <= self.radius])
+        # A pair marked "not a duplicate" stays stored (so unignoring needs no rehash) but is
+        # never returned, so the service's alerts skip it.
+        shown = [
+            m
+            for m in matches
+            if m.distance <= self.radius
+            and not is_ignored(self.store, txn, fp.digest, m.record.digest)
+        ]
+        return AddResult(record, shown)
 
     def _put_pair(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
         code = bytes([pair.distance, _KIND_CODES[pair.kind]])
@@ -312,6 +342,7 @@ class Index:
         raw = absolute(path)
 
         def change(txn: lmdb.Transaction) -> bool:
+            txn.delete(path_key(raw), db=self.store.dbs[b"failed"])
             record = self.store.find_path(txn, raw)
             if record is None:
                 return False
@@ -330,6 +361,7 @@ class Index:
         def change(txn: lmdb.Transaction) -> int:
             removed = 0
             for path in paths:
+                txn.delete(path_key(path), db=self.store.dbs[b"failed"])
                 record = self.store.find_path(txn, path)
                 if record is not None:
                     self._delete(txn, record)
@@ -370,13 +402,25 @@ class Index:
 
     # Groups
 
-    def groups(self, radius: int | None = None) -> list[Group]:
+    def groups(
+        self,
+        radius: int | None = None,
+        *,
+        keep: str = "largest",
+        prefer: Sequence[str | bytes | os.PathLike] = (),
+        pair_filter: Callable[[FileRecord, FileRecord], bool] | None = None,
+    ) -> list[Group]:
         """Duplicate groups, each built around its keeper (the copy to keep).
 
         Every member is within `radius` of its keeper (or exact/pixel with it):
         groups do not chain, so A~B and B~C never put a distant A and C together.
-        Largest groups first.
+        The keeper is chosen by keeper_rank(keep, prefer). Pairs marked "not a
+        duplicate" (index/ignore.py) and pairs `pair_filter` rejects (it must be
+        symmetric) are left out. Largest groups first.
         """
+        preferred = [absolute(folder) for folder in prefer]
+        if keep not in KEEP_POLICIES:
+            raise ValueError(f"keeper policy {keep!r} is not one of {', '.join(KEEP_POLICIES)}")
         radius = _check_radius(self.radius if radius is None else radius)
         with self.store.read() as txn:
             pair_radius = self._pair_radius(txn)
@@ -395,7 +439,18 @@ class Index:
                     pair = Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]])
                     pairs.setdefault(from_u64(bytes(key)), []).append(pair)
             records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
-        return _build_groups(records, pairs)
+            ignored = ignored_keys(self.store, txn)
+
+        def wanted(a: FileRecord, b: FileRecord) -> bool:
+            if pair_key(a.digest, b.digest) in ignored:
+                return False
+            return pair_filter is None or pair_filter(a, b)
+
+        kept = {
+            file_id: [p for p in partners if wanted(records[file_id], records[p.other])]
+            for file_id, partners in pairs.items()
+        }
+        return _build_groups(records, kept, lambda r: keeper_rank(r, keep, preferred))
 
     def _pair_radius(self, txn: lmdb.Transaction) -> int:
         """The radius up to which pairs are stored: the radius the index was made with,
@@ -436,6 +491,29 @@ class Index:
         """Index new and changed files under `folders` (hashing in worker processes) and
         forget the files gone from them."""
         return update(self, folders, workers=workers, progress=progress)
+
+    # Files that could not be fingerprinted
+
+    def record_failures(self, failures: Iterable[tuple[bytes, os.stat_result, str]]) -> None:
+        """Remember (path, stat, reason) of files that failed, so that an unchanged one is
+        not read again by every scan or restart."""
+        rows = [
+            Failure(absolute(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, reason)
+            for p, st, reason in failures
+        ]
+        if not rows:
+            return
+        db = self.store.dbs[b"failed"]
+
+        def change(txn: lmdb.Transaction) -> None:
+            for row in rows:
+                txn.put(path_key(row.path), encode_failure(row), db=db)
+
+        self.store.write(change)
+
+    def failures(self) -> list[Failure]:
+        with self.store.read() as txn:
+            return [decode_failure(raw) for _, raw in txn.cursor(db=self.store.dbs[b"failed"])]
 
     # Roots: the watched folders
 
@@ -506,11 +584,15 @@ def _pair_kind(record: FileRecord, match: Match) -> Kind:
     return Kind.NEAR
 
 
-def _build_groups(records: dict[int, FileRecord], pairs: dict[int, list[Pair]]) -> list[Group]:
+def _build_groups(
+    records: dict[int, FileRecord],
+    pairs: dict[int, list[Pair]],
+    rank: Callable[[FileRecord], tuple] = keeper_rank,
+) -> list[Group]:
     """Greedy groups around keepers: the best unassigned file takes its unassigned partners."""
     assigned: set[int] = set()
     groups = []
-    for file_id in sorted(pairs, key=lambda i: keeper_rank(records[i])):
+    for file_id in sorted(pairs, key=lambda i: rank(records[i])):
         if file_id in assigned:
             continue
         members = [
@@ -523,5 +605,5 @@ def _build_groups(records: dict[int, FileRecord], pairs: dict[int, list[Pair]]) 
         assigned.add(file_id)
         assigned.update(m.record.id for m in members)
         groups.append(Group(records[file_id], sorted(members, key=_best_first)))
-    groups.sort(key=lambda g: (-len(g.members), keeper_rank(g.keep)))
+    groups.sort(key=lambda g: (-len(g.members), rank(g.keep)))
     return groups

@@ -36,7 +36,9 @@ TABLES = {
     b"by_digest": True,  # content digest -> file id
     b"pairs": True,  # file id -> other id + distance + kind, both directions
     b"roots": False,  # blake2b(path)[:16] -> watched folder
+    b"failed": False,  # blake2b(path)[:16] -> stat, reason and path of a file that failed
     b"tree": False,  # the BK-tree of distinct perceptual hashes
+    b"ignored": False,  # sorted digest pair (32 bytes) -> JSON note: "not a duplicate"
 }
 
 T = TypeVar("T")
@@ -106,6 +108,35 @@ def decode_record(file_id: int, raw: bytes) -> FileRecord:
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
     return FileRecord(file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be fingerprinted, remembered with its stat so that it is
+    tried again only when it changes."""
+
+    path: bytes
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+_FAILURE = struct.Struct("<QQQqH")
+
+
+def encode_failure(failure: Failure) -> bytes:
+    reason = failure.reason.encode("utf-8", "replace")[:1000]
+    head = _FAILURE.pack(failure.dev, failure.ino, failure.size, failure.mtime_ns, len(reason))
+    return head + reason + failure.path
+
+
+def decode_failure(raw: bytes) -> Failure:
+    dev, ino, size, mtime_ns, reason_len = _FAILURE.unpack_from(raw)
+    end = _FAILURE.size + reason_len
+    reason = bytes(raw[_FAILURE.size : end]).decode("utf-8", "replace")
+    return Failure(bytes(raw[end:]), dev, ino, size, mtime_ns, reason)
 
 
 class Store:

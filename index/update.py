@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dupwatch.index.errors import FingerprintError, MissingFile
+from dupwatch.index.errors import FingerprintError, MissingFile, UnreadableFile
 from dupwatch.index.fingerprint import Fingerprint, fingerprint
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
 
@@ -35,6 +35,8 @@ class Plan:
     to_hash: list[bytes] = field(default_factory=list)
     gone: list[bytes] = field(default_factory=list)
     unchanged: int = 0
+    # Files that failed before and have not changed since: not read again.
+    still_failing: list[FingerprintError] = field(default_factory=list)
 
 
 @dataclass
@@ -50,11 +52,12 @@ class UpdateReport:
 def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFAULT_IGNORE) -> Plan:
     """Compare the folders with the index by (device, inode, size, mtime) alone."""
     roots = [absolute(folder) for folder in folders]
-    known = {
-        r.path: (r.dev, r.ino, r.size, r.mtime_ns)
-        for r in index.files()
-        if any(r.path == root or is_under(r.path, root) for root in roots)
-    }
+
+    def inside(path: bytes) -> bool:
+        return any(path == root or is_under(path, root) for root in roots)
+
+    known = {r.path: (r.dev, r.ino, r.size, r.mtime_ns) for r in index.files() if inside(r.path)}
+    failed = {f.path: f for f in index.failures() if inside(f.path)}
     result = Plan()
     seen: set[bytes] = set()
     for root in roots:
@@ -62,11 +65,15 @@ def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFA
             if path in seen:
                 continue  # nested roots
             seen.add(path)
-            if known.get(path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            failure = failed.get(path)
+            if known.get(path) == now:
                 result.unchanged += 1
+            elif failure and (failure.dev, failure.ino, failure.size, failure.mtime_ns) == now:
+                result.still_failing.append(FingerprintError(path, failure.reason))
             else:
                 result.to_hash.append(path)
-    result.gone = sorted(path for path in known if path not in seen)
+    result.gone = sorted(path for path in {*known, *failed} if path not in seen)
     return result
 
 
@@ -81,11 +88,11 @@ def hash_file(path: bytes) -> tuple[bytes, Fingerprint | FingerprintError, os.st
     except FileNotFoundError:
         return path, MissingFile(path, "deleted before it could be read"), None
     except OSError as error:
-        return path, FingerprintError(path, error.strerror or str(error)), None
+        return path, UnreadableFile(path, error.strerror or str(error)), None
     try:
         return path, fingerprint(path), st
     except FingerprintError as error:
-        return path, error, None
+        return path, error, st
 
 
 def hash_all(
@@ -111,25 +118,31 @@ def update(
 ) -> UpdateReport:
     """Index new and changed files under the folders and forget the ones gone."""
     found = plan(index, folders)
-    report = UpdateReport(unchanged=found.unchanged)
-    report.seen = found.unchanged + len(found.to_hash)
+    report = UpdateReport(unchanged=found.unchanged, failed=list(found.still_failing))
+    report.seen = found.unchanged + len(found.to_hash) + len(found.still_failing)
     report.removed = index.remove_many(found.gone)
     batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
+    failures: list[tuple[bytes, os.stat_result, str]] = []
     last_write = time.monotonic()
-    done = 0
-    for path, outcome, st in hash_all(found.to_hash, workers=workers):
-        done += 1
+
+    def write() -> None:
+        report.results.extend(index.put_many(batch))
+        index.record_failures(failures)
+        batch.clear()
+        failures.clear()
+
+    for done, (path, outcome, st) in enumerate(hash_all(found.to_hash, workers=workers), 1):
         if isinstance(outcome, FingerprintError):
             report.failed.append(outcome)
+            if st is not None:
+                failures.append((path, st, outcome.reason))
         else:
             batch.append((path, outcome, st))
         if len(batch) >= WRITE_BATCH or time.monotonic() - last_write > WRITE_EVERY_S:
-            report.results.extend(index.put_many(batch))
-            batch = []
+            write()
             last_write = time.monotonic()
         if progress is not None:
             progress(done, len(found.to_hash))
-    if batch:
-        report.results.extend(index.put_many(batch))
+    write()
     report.hashed = len(report.results)
     return report

@@ -192,3 +192,24 @@ def test_a_larger_radius_recomputes_the_pairs(folder: Path, index: Index) -> Non
     loose = index.groups(16)
     assert sum(len(g.members) for g in loose) >= sum(len(g.members) for g in tight)
     assert index.check() == []
+
+
+def test_a_file_that_failed_is_read_again_only_when_it_changes(folder: Path, index: Index) -> None:
+    bad = folder / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"garbage" * 10)
+    first = index.update([folder])
+    assert [Path(e.path).name for e in first.failed] == ["broken.jpg"]
+    again = index.plan([folder])
+    assert again.to_hash == [] and [Path(e.path).name for e in again.still_failing] == [
+        "broken.jpg"
+    ]
+    assert [Path(e.path).name for e in index.update([folder]).failed] == ["broken.jpg"]
+    photo("coffee.png").save(bad)  # repaired: it is hashed this time
+    repaired = index.update([folder])
+    assert repaired.hashed == 1 and repaired.failed == [] and index.failures() == []
+    bad.unlink()
+    bad.write_bytes(b"")
+    index.update([folder])
+    bad.unlink()
+    index.update([folder])
+    assert index.failures() == []  # gone from disk: forgotten
