@@ -115,7 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         matching,
         output,
     )
-    command("check", cmd_check, "verify the index's consistency", output)
+    check = command("check", cmd_check, "verify the index's consistency", output)
+    check.add_argument(
+        "--repair", action="store_true", help="rebuild the derived tables from the file records"
+    )
+    reindex = command("reindex", cmd_reindex, "hash every indexed file again (new hash version)")
+    reindex.add_argument("--workers", type=int, metavar="N", help="hashing processes")
+    daemon = command("daemon", cmd_daemon, "run the service in the foreground", matching)
+    daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
+    command("alerts", cmd_alerts, "follow the live alert stream of the service", output)
+    command("status", cmd_status, "the service: folders, files indexed, queue, last alerts", output)
+    for name, verb in (("watch", "add"), ("unwatch", "remove")):
+        change = command(name, cmd_watch, f"{verb} a watched folder (remembered)", output)
+        change.add_argument("folder", metavar="DIR")
     command("notify", cmd_notify, "show each duplicate as a desktop notification")
     service = command("service", cmd_service, "install or remove the systemd user units")
     service.add_argument("action", choices=("install", "uninstall"))
@@ -198,6 +210,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.remote import query_via_service
+
+    config = settings(args)
+    served = query_via_service(
+        config.socket_path,
+        args.images,
+        radius=args.radius,
+        as_json=args.json,
+        index_path=index_path(args),
+    )
+    if served is not None:
+        return served
     found = False
     failed = False
     with existing_index(args) as index:
@@ -222,6 +246,32 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_FOUND if found else EXIT_NONE
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.service import run_daemon
+
+    return run_daemon(settings(args), args.folders)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.remote import follow_alerts
+
+    return follow_alerts(settings(args).socket_path, as_json=args.json)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.remote import show_status
+
+    return show_status(settings(args).socket_path, as_json=args.json)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.remote import change_roots
+
+    add = args.command == "watch"
+    socket_path = settings(args).socket_path
+    return change_roots(socket_path, index_path(args), args.folder, add=add, as_json=args.json)
+
+
 def cmd_groups(args: argparse.Namespace) -> int:
     with existing_index(args) as index:
         groups = index.groups(args.radius)
@@ -236,6 +286,11 @@ def cmd_groups(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     with existing_index(args) as index:
         problems = index.check()
+        if problems and args.repair:
+            index.repair()
+            for problem in problems:
+                print(f"repaired: {problem}", file=sys.stderr)
+            problems = index.check()
         files = len(index)
     if args.json:
         print(dumps({"ok": not problems, "files": files, "problems": problems}))
@@ -269,6 +324,22 @@ def cmd_service(args: argparse.Namespace) -> int:
         print(f"no units of dupwatch in {done.unit_dir}")
     if done.next_steps:
         print("now run:\n" + "\n".join(f"  {line}" for line in done.next_steps))
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    path = index_path(args)
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
+    with Index.open(path, radius=settings(args).radius, check_params=False) as index:
+        bar = ProgressBar("hashing")
+        report = index.reindex(workers=args.workers, progress=bar)
+        bar.finish()
+    print_failures(report.failed)
+    print(
+        f"dupwatch: {report.hashed} images hashed again, {len(report.failed)} unreadable",
+        file=sys.stderr,
+    )
     return 0
 
 

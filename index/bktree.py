@@ -309,6 +309,15 @@ class BKTree:
         header = _HEADER.pack(root, next_id, count, self.leaf_size, self.fanout)
         txn.put(_HEADER_KEY, header, db=self._db)
 
+    def clear(self, *, txn: lmdb.Transaction | None = None) -> None:
+        """Remove every hash."""
+        with self._editing(txn) as edit:
+            edit.txn.drop(self._db, delete=False)
+            edit.root, edit.next_id, edit.count = 1, 2, 0
+            edit.nodes.clear()
+            edit.dirty.clear()
+            edit.put(1, _Leaf(np.empty(0, _U64)))
+
     # The set
 
     def add(self, bits: int, *, txn: lmdb.Transaction | None = None) -> bool:

@@ -32,7 +32,7 @@ from dupwatch.index.store import (
     path_key,
     u64,
 )
-from dupwatch.index.update import Plan, Progress, UpdateReport, plan, update
+from dupwatch.index.update import Plan, Progress, UpdateReport, plan, rehash, update
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +146,14 @@ class Index:
         *,
         radius: int | None = None,
         readonly: bool = False,
+        check_params: bool = True,
     ) -> Index:
-        """Open the index in `path` (created when missing unless `readonly`)."""
+        """Open the index in `path` (created when missing unless `readonly`).
+
+        `check_params=False` opens an index made with other hash parameters, for reindex().
+        """
         folder = os.fspath(path) if path is not None else default_index_path()
-        store = Store(folder, hash_params=HASH_PARAMS, readonly=readonly)
+        store = Store(folder, hash_params=HASH_PARAMS, readonly=readonly, check_params=check_params)
         return cls(store, DEFAULT_RADIUS if radius is None else radius)
 
     @property
@@ -461,19 +465,16 @@ class Index:
     def recompute_pairs(self, radius: int) -> None:
         """Store the pairs of every file again, at a new radius."""
         radius = _check_radius(radius)
-        ids = [r.id for r in self.files()]
+        self.store.write(lambda txn: self._store_pairs(txn, radius))
 
-        def change(txn: lmdb.Transaction) -> None:
-            txn.drop(self.store.dbs[b"pairs"], delete=False)
-            for file_id in ids:
-                record = self.store.record(txn, file_id)
-                for match in self._matches(txn, record.bits, None, None, radius, exclude=file_id):
-                    if match.record.id > file_id:
-                        pair = Pair(match.record.id, match.distance, _pair_kind(record, match))
-                        self._put_pair(txn, file_id, pair)
-            self.store.put_meta(txn, b"pair_radius", str(radius).encode())
-
-        self.store.write(change)
+    def _store_pairs(self, txn: lmdb.Transaction, radius: int) -> None:
+        txn.drop(self.store.dbs[b"pairs"], delete=False)
+        for record in list(self.store.records(txn)):
+            for match in self._matches(txn, record.bits, None, None, radius, exclude=record.id):
+                if match.record.id > record.id:
+                    pair = Pair(match.record.id, match.distance, _pair_kind(record, match))
+                    self._put_pair(txn, record.id, pair)
+        self.store.put_meta(txn, b"pair_radius", str(radius).encode())
 
     # Folders
 
@@ -535,6 +536,50 @@ class Index:
     def check(self) -> list[str]:
         """Problems found in the derived tables; empty when the index is consistent."""
         return check_index(self)
+
+    def repair(self) -> None:
+        """Rebuild every derived table (by_path, by_hash, by_digest, the tree, the pairs)
+        from the file records, in one transaction, without hashing any file."""
+        dbs = self.store.dbs
+
+        def change(txn: lmdb.Transaction) -> None:
+            for name in (b"by_path", b"by_hash", b"by_digest"):
+                txn.drop(dbs[name], delete=False)
+            self.tree.clear(txn=txn)
+            records = list(self.store.records(txn))
+            for record in records:
+                key = u64(record.id)
+                txn.put(path_key(record.path), key, db=dbs[b"by_path"])
+                txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
+                txn.put(record.digest, key, db=dbs[b"by_digest"])
+            self.tree.update((r.bits for r in records), txn=txn)
+            highest = max((r.id for r in records), default=0)
+            if from_u64(self.store.get_meta(txn, b"next_id") or u64(1)) <= highest:
+                self.store.put_meta(txn, b"next_id", u64(highest + 1))
+            self._store_pairs(txn, self._pair_radius(txn))
+
+        self.store.write(change)
+
+    def reindex(
+        self, *, workers: int | None = None, progress: Progress | None = None
+    ) -> UpdateReport:
+        """Hash every indexed file again (after a change of hash version or parameters).
+
+        The files and the watched folders are kept; everything derived from the old hashes
+        is dropped first.
+        """
+        paths = sorted({r.path for r in self.files()} | {f.path for f in self.failures()})
+        dbs = self.store.dbs
+
+        def clear(txn: lmdb.Transaction) -> None:
+            for name in (b"files", b"by_path", b"by_hash", b"by_digest", b"pairs", b"failed"):
+                txn.drop(dbs[name], delete=False)
+            self.tree.clear(txn=txn)
+            self.store.set_hash_params(txn, HASH_PARAMS)
+
+        self.store.write(clear)
+        return rehash(self, paths, UpdateReport(seen=len(paths)), workers=workers,
+                      progress=progress)  # fmt: skip
 
 
 def _fields(record: FileRecord) -> dict:

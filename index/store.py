@@ -20,10 +20,11 @@ from typing import TypeVar
 import lmdb
 
 from dupwatch.index.errors import IndexMismatch, StoreError
+from dupwatch.index.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
 MAX_MAP_SIZE = 1 << 40
 
@@ -149,7 +150,10 @@ class Store:
         hash_params: dict,
         readonly: bool = False,
         map_size: int = INITIAL_MAP_SIZE,
+        check_params: bool = True,
     ) -> None:
+        """Open the index in `folder`; `check_params=False` lets `reindex` open an index
+        made with other hash parameters."""
         self.folder = os.fspath(folder)
         self.readonly = readonly
         try:
@@ -168,14 +172,30 @@ class Store:
                 for name, dupsort in TABLES.items()
             }
         except lmdb.Error as error:
+            problem = self._missing_tables_reason()
             self.env.close()
-            raise StoreError(f"{self.folder}: not a dupwatch index: {error}") from error
-        self._check_meta(hash_params)
+            raise StoreError(f"{self.folder}: {problem}: {error}") from error
+        self._check_meta(hash_params, check_params)
 
     def close(self) -> None:
         self.env.close()
 
-    def _check_meta(self, hash_params: dict) -> None:
+    def _missing_tables_reason(self) -> str:
+        """Why a read-only open found tables missing: an older schema, or no index."""
+        try:
+            meta = self.env.open_db(b"meta", create=False)
+            with self.env.begin(db=meta) as txn:
+                version = txn.get(b"schema")
+        except lmdb.Error:
+            version = None
+        if version is not None and int(version) < SCHEMA_VERSION:
+            return (
+                f"the index has schema {int(version)} and needs upgrading to {SCHEMA_VERSION}; "
+                "open it once for writing (e.g. `dupwatch check`)"
+            )
+        return "not a dupwatch index, or one still being created"
+
+    def _check_meta(self, hash_params: dict, check_params: bool) -> None:
         wanted = json.dumps(hash_params, sort_keys=True).encode()
         with self.env.begin(db=self.dbs[b"meta"]) as txn:
             version = txn.get(b"schema")
@@ -188,12 +208,32 @@ class Store:
                 f"{self.folder}: the index has schema {int(version)}, newer than this dupwatch "
                 f"understands ({SCHEMA_VERSION}); upgrade dupwatch"
             )
-        if params is not None and params != wanted:
+        if version is not None and int(version) < SCHEMA_VERSION:
+            self._migrate(int(version))
+        if params is not None and params != wanted and check_params:
             raise IndexMismatch(
                 f"{self.folder}: the index was built with other hash parameters "
                 f"({params.decode()}, this dupwatch uses {wanted.decode()}); "
                 "choose another --index or rebuild it with `dupwatch reindex`"
             )
+
+    def _migrate(self, version: int) -> None:
+        if self.readonly:
+            raise IndexMismatch(
+                f"{self.folder}: the index has schema {version} and needs upgrading to "
+                f"{SCHEMA_VERSION}; open it once for writing (e.g. `dupwatch check`)"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            log.info("%s: migrating the index from schema %d to %d", self.folder, step, step + 1)
+
+            def change(txn: lmdb.Transaction, step: int = step) -> None:
+                MIGRATIONS[step](self, txn)
+                self.put_meta(txn, b"schema", str(step + 1).encode())
+
+            self.write(change)
+
+    def set_hash_params(self, txn: lmdb.Transaction, hash_params: dict) -> None:
+        self.put_meta(txn, b"hash", json.dumps(hash_params, sort_keys=True).encode())
 
     def _init_meta(self, txn: lmdb.Transaction, params: bytes) -> None:
         meta = self.dbs[b"meta"]

@@ -121,6 +121,18 @@ def update(
     report = UpdateReport(unchanged=found.unchanged, failed=list(found.still_failing))
     report.seen = found.unchanged + len(found.to_hash) + len(found.still_failing)
     report.removed = index.remove_many(found.gone)
+    return rehash(index, found.to_hash, report, workers=workers, progress=progress)
+
+
+def rehash(
+    index: Index,
+    paths: list[bytes],
+    report: UpdateReport,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    """Fingerprint `paths` and store them in batches, adding to `report`."""
     batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
     failures: list[tuple[bytes, os.stat_result, str]] = []
     last_write = time.monotonic()
@@ -131,7 +143,7 @@ def update(
         batch.clear()
         failures.clear()
 
-    for done, (path, outcome, st) in enumerate(hash_all(found.to_hash, workers=workers), 1):
+    for done, (path, outcome, st) in enumerate(hash_all(paths, workers=workers), 1):
         if isinstance(outcome, FingerprintError):
             report.failed.append(outcome)
             if st is not None:
@@ -142,7 +154,8 @@ def update(
             write()
             last_write = time.monotonic()
         if progress is not None:
-            progress(done, len(found.to_hash))
+            progress(done, len(paths))
     write()
     report.hashed = len(report.results)
+    report.seen = max(report.seen, report.hashed + len(report.failed))
     return report

@@ -1,0 +1,144 @@
+"""`dupwatch check` and `--repair`, `dupwatch reindex`, and schema migration, on real indexes
+damaged or aged by hand through LMDB."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import lmdb
+import pytest
+import skimage
+from PIL import Image
+
+from dupwatch.index import Index, IndexMismatch, StoreError
+from dupwatch.index.store import SCHEMA_VERSION, TABLES, u64
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+
+
+def dupwatch(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DUPWATCH, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> tuple[Path, Path]:
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in ("astronaut.png", "coffee.png", "chelsea.png"):
+        img = Image.open(SKIMAGE_DATA / name).convert("RGB")
+        img.save(pics / f"{Path(name).stem}.jpg")
+        img.resize((200, 150)).save(pics / f"{Path(name).stem}_small.jpg")
+    index = tmp_path / "index"
+    with Index.open(index) as ix:
+        ix.update([pics], workers=1)
+    return pics, index
+
+
+def raw_env(index: Path) -> tuple[lmdb.Environment, dict]:
+    env = lmdb.open(str(index), max_dbs=len(TABLES))
+    return env, {name: env.open_db(name, dupsort=dup) for name, dup in TABLES.items()}
+
+
+def test_a_consistent_index_checks_clean(indexed: tuple[Path, Path]) -> None:
+    _, index = indexed
+    result = dupwatch("check", "--index", index, "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"ok": True, "files": 6, "problems": []}
+
+
+def test_damage_is_found_and_repaired_without_hashing(indexed: tuple[Path, Path]) -> None:
+    pics, index = indexed
+    with Index.open(index) as ix:
+        before = {g.keep.path: sorted(m.record.path for m in g.members) for g in ix.groups()}
+        record = ix.get(pics / "coffee.jpg")
+        ix.tree.remove(record.bits)  # a hash of an indexed file missing from the tree
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        txn.delete(u64(record.bits), u64(record.id), db=dbs[b"by_hash"])
+        txn.put(b"\x01" * 16, u64(999), db=dbs[b"by_digest"])  # an entry with no file
+        txn.drop(dbs[b"pairs"], delete=False)  # the pairs lost
+    env.close()
+
+    result = dupwatch("check", "--index", index)
+    assert result.returncode == 1
+    assert "tree: hash" in result.stdout and "by_hash" in result.stdout
+    assert "by_digest" in result.stdout
+
+    repaired = dupwatch("check", "--repair", "--index", index)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired:" in repaired.stderr
+    with Index.open(index) as ix:
+        assert ix.check() == []
+        after = {g.keep.path: sorted(m.record.path for m in g.members) for g in ix.groups()}
+        assert after == before
+        assert ix.update([pics]).hashed == 0  # nothing was hashed again
+
+
+def test_other_hash_parameters_need_a_reindex(indexed: tuple[Path, Path]) -> None:
+    pics, index = indexed
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:  # as if an older dupwatch had hashed it differently
+        txn.put(b"hash", b'{"algo": "phash", "version": 0}', db=dbs[b"meta"])
+    env.close()
+    with pytest.raises(IndexMismatch, match="dupwatch reindex"):
+        Index.open(index)
+    refused = dupwatch("groups", "--index", index)
+    assert refused.returncode == 2 and "dupwatch reindex" in refused.stderr
+
+    result = dupwatch("reindex", "--index", index)
+    assert result.returncode == 0, result.stderr
+    assert "6 images hashed again" in result.stderr
+    with Index.open(index) as ix:
+        assert len(ix) == 6 and ix.check() == []
+        assert len(ix.groups()) == 3
+
+
+def build_schema_1(index: Path, pics: Path) -> None:
+    """The layout of schema 1: no `failed` table and no recorded pair radius."""
+    with Index.open(index) as ix:
+        ix.update([pics], workers=1)
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", b"1", db=dbs[b"meta"])
+        txn.delete(b"pair_radius", db=dbs[b"meta"])
+        txn.drop(dbs[b"failed"], delete=True)
+    env.close()
+
+
+def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    img = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB")
+    img.save(pics / "a.jpg")
+    img.resize((100, 100)).save(pics / "b.jpg")
+    index = tmp_path / "index"
+    build_schema_1(index, pics)
+
+    with pytest.raises(StoreError, match="needs upgrading"):
+        Index.open(index, readonly=True)
+    with Index.open(index) as ix:  # writable: migrates
+        assert ix.check() == []
+        assert len(ix.groups()) == 1
+    env, dbs = raw_env(index)
+    with env.begin() as txn:
+        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 2
+        assert txn.get(b"pair_radius", db=dbs[b"meta"]) == b"8"
+    env.close()
+    (pics / "broken.jpg").write_bytes(b"\xff\xd8\xff nothing more")
+    with Index.open(index) as ix:
+        ix.update([pics])
+        assert [Path(f.path.decode()).name for f in ix.failures()] == ["broken.jpg"]
+
+
+def test_a_newer_schema_is_refused(indexed: tuple[Path, Path]) -> None:
+    _, index = indexed
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", b"99", db=dbs[b"meta"])
+    env.close()
+    with pytest.raises(IndexMismatch, match="newer than this dupwatch"):
+        Index.open(index)
