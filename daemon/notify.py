@@ -437,6 +437,7 @@ class Bridge:
         self.burst: Burst | None = None
         self.targets: OrderedDict[int, Path] = OrderedDict()  # notification id -> what to open
         self.unlisted = 0  # alerts dropped while too many waited
+        self.interrupted: Alert | None = None  # the alert being shown when the bus went away
         self.inbox: asyncio.Queue[tuple[str, Any]] | None = None
 
     def run(self) -> None:
@@ -471,6 +472,9 @@ class Bridge:
     async def _show_until_lost(self, desktop: Desktop) -> None:
         assert self.inbox is not None
         await desktop.load_capabilities()
+        if self.interrupted is not None:
+            interrupted, self.interrupted = self.interrupted, None
+            await self._on_alert_shown(desktop, interrupted)
         while True:
             try:
                 kind, payload = await asyncio.wait_for(self.inbox.get(), self._redraw_in())
@@ -490,6 +494,9 @@ class Bridge:
     async def _on_alert_shown(self, desktop: Desktop, alert: Alert) -> None:
         try:
             await self.on_alert(desktop, alert)
+        except BusUnavailable:
+            self.interrupted = alert  # shown first once the bus is back
+            raise
         except DBusErrorResponse as error:
             # No notification server (yet): say so, drop this one, keep following.
             log.warning("the notification server refused %s: %s", alert.get("path"), error)

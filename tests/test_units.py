@@ -1,0 +1,218 @@
+"""The systemd units: `dupwatch service install|uninstall` for real, checked by systemd-analyze."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dupwatch.daemon import units
+from dupwatch.daemon.units import UNITS, UnitConflict
+
+REPO = Path(__file__).resolve().parent.parent
+DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze (Debian: systemd)")
+# Lower is safer; 0.6 when this was written. A rise means a hardening setting was lost.
+MAX_EXPOSURE = 1.0
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    """An environment whose XDG folders are private temporary ones."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    return {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+
+
+def dupwatch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DUPWATCH, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def unit_dir(env: dict[str, str]) -> Path:
+    return Path(env["XDG_CONFIG_HOME"]) / "systemd" / "user"
+
+
+def verify(paths: list[Path], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # systemd-analyze exits 0 on an unknown key and only warns: any output is a failure.
+    return subprocess.run(
+        [ANALYZE, "--user", "verify", *map(str, paths)],
+        env=env,
+        cwd=paths[0].parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_shipped_units_are_the_rendered_ones() -> None:
+    for name, text in units.reference_units().items():
+        shipped = (REPO / "systemd" / name).read_text()
+        assert shipped == text, f"systemd/{name} differs from daemon/units.py; regenerate it"
+
+
+def test_doctests_pass() -> None:
+    result = doctest.testmod(units)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_install_writes_units_for_the_installed_command(home: dict[str, str]) -> None:
+    result = dupwatch("service", "install", env=home)
+    assert result.returncode == 0, result.stderr
+    written = sorted(unit_dir(home).iterdir())
+    assert [p.name for p in written] == sorted(UNITS)
+    assert "systemctl --user daemon-reload" in result.stdout
+    enable = "systemctl --user enable --now dupwatch.socket dupwatch.service"
+    assert enable in result.stdout
+    service = (unit_dir(home) / "dupwatch.service").read_text()
+    exec_start = re.search(r"^ExecStart=(\S+) daemon$", service, re.M)
+    assert exec_start is not None
+    assert os.access(exec_start.group(1), os.X_OK)
+    assert Path(exec_start.group(1)).name == "dupwatch"
+    index = Path(home["XDG_DATA_HOME"]) / "dupwatch"
+    assert f"Environment=DUPWATCH_INDEX={index}\n" in service
+    assert f"ReadWritePaths=-{index}\n" in service
+    assert index.is_dir(), "install creates the index folder the sandbox lets it write"
+
+
+@needs_analyze
+def test_installed_units_verify_cleanly(home: dict[str, str]) -> None:
+    assert dupwatch("service", "install", env=home).returncode == 0
+    paths = [unit_dir(home) / name for name in UNITS]
+    result = verify(paths, home)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@needs_analyze
+def test_verify_catches_a_broken_unit(home: dict[str, str]) -> None:
+    """The check above is not vacuous: a misspelt key and a missing program are reported."""
+    assert dupwatch("service", "install", env=home).returncode == 0
+    service = unit_dir(home) / "dupwatch.service"
+    text = service.read_text().replace("PrivateTmp=yes", "PrivateTmpp=yes")
+    service.write_text(
+        re.sub(r"^ExecStart=\S+", "ExecStart=/nonexistent/dupwatch", text, flags=re.M)
+    )
+    output = verify([service], home)
+    assert "Unknown key 'PrivateTmpp'" in output.stderr
+    assert "/nonexistent/dupwatch is not executable" in output.stderr
+
+
+@needs_analyze
+def test_quoting_survives_spaces_percent_and_dollar(home: dict[str, str], tmp_path: Path) -> None:
+    tools = tmp_path / "my tools $HOME 100%"
+    tools.mkdir()
+    (tools / "dupwatch").symlink_to(os.path.realpath(DUPWATCH))
+    index = tmp_path / "my index"
+    target = unit_dir(home)
+    units.install(target, [str(tools / "dupwatch")], index_dir=index, config=None)
+    result = verify([target / name for name in UNITS], home)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    service = (target / "dupwatch.service").read_text()
+    assert f'ExecStart="{tools / "dupwatch"}" daemon'.replace("%", "%%") in service
+    assert f'Environment="DUPWATCH_INDEX={index}"' in service
+
+
+@needs_analyze
+def test_service_exposure_stays_low(home: dict[str, str]) -> None:
+    assert dupwatch("service", "install", env=home).returncode == 0
+    result = subprocess.run(
+        [ANALYZE, "security", "--user", "--offline=true", "--no-pager", "dupwatch.service"],
+        env=home,
+        cwd=unit_dir(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for dupwatch.service: ([\d.]+)", result.stdout)
+    assert found is not None, result.stdout + result.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_install_passes_the_config_file_on(home: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "dupwatch.toml"
+    config.write_text("radius = 6\n")
+    assert dupwatch("--config", str(config), "service", "install", env=home).returncode == 0
+    for name in ("dupwatch.service", "dupwatch-notify.service"):
+        assert f" --config {config} " in (unit_dir(home) / name).read_text()
+
+
+def test_install_leaves_a_foreign_unit_alone(home: dict[str, str]) -> None:
+    target = unit_dir(home)
+    target.mkdir(parents=True)
+    mine = target / "dupwatch.service"
+    mine.write_text("[Service]\nExecStart=/usr/local/bin/my-own-dupwatch\n")
+    result = dupwatch("service", "install", env=home)
+    assert result.returncode == 2
+    assert f"{mine}: exists and was not written by dupwatch; --force replaces" in result.stderr
+    assert mine.read_text().startswith("[Service]")
+    assert not (target / "dupwatch.socket").exists()
+    assert dupwatch("service", "install", "--force", env=home).returncode == 0
+    assert units.is_ours(mine)
+
+
+def test_reinstall_rewrites_its_own_units(home: dict[str, str]) -> None:
+    target = unit_dir(home)
+    assert dupwatch("service", "install", env=home).returncode == 0
+    (target / "dupwatch.socket").write_text(units.MARKER + "\n[Socket]\nListenStream=/old\n")
+    assert dupwatch("service", "install", env=home).returncode == 0
+    assert "%t/dupwatch/dupwatch.sock" in (target / "dupwatch.socket").read_text()
+
+
+def test_uninstall_removes_only_what_install_wrote(home: dict[str, str]) -> None:
+    target = unit_dir(home)
+    assert dupwatch("service", "install", env=home).returncode == 0
+    own = target / "backup.service"
+    own.write_text("[Service]\nExecStart=/bin/true\n")
+    drop_in = target / "dupwatch.service.d" / "override.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text("[Service]\nNice=5\n")
+    result = dupwatch("service", "uninstall", env=home)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["backup.service", "dupwatch.service.d"]
+    assert drop_in.exists() and own.exists()
+    assert result.stdout.count("removed ") == 3
+    again = dupwatch("service", "uninstall", env=home)
+    assert again.returncode == 0 and f"no units of dupwatch in {target}" in again.stdout
+
+
+def test_uninstall_refuses_while_enabled(home: dict[str, str]) -> None:
+    target = unit_dir(home)
+    assert dupwatch("service", "install", env=home).returncode == 0
+    wants = target / "sockets.target.wants"
+    wants.mkdir()
+    (wants / "dupwatch.socket").symlink_to(target / "dupwatch.socket")
+    result = dupwatch("service", "uninstall", env=home)
+    assert result.returncode == 2
+    assert "still enabled; run `systemctl --user disable --now dupwatch.socket" in result.stderr
+    assert all((target / name).exists() for name in UNITS)
+
+
+def test_exec_command_prefers_the_running_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [os.path.realpath(DUPWATCH), "service", "install"])
+    assert units.dupwatch_command() == [os.path.realpath(DUPWATCH)]
+
+
+def test_uninstall_with_no_folder_is_a_no_op(tmp_path: Path) -> None:
+    done = units.uninstall(tmp_path / "absent")
+    assert done.paths == [] and done.next_steps == []
+
+
+def test_unit_conflict_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "dupwatch.socket").write_text("[Socket]\nListenStream=/x\n")
+    with pytest.raises(UnitConflict, match="dupwatch.socket: exists and was not written"):
+        units.install(tmp_path, ["/bin/true"], index_dir=tmp_path / "index")
