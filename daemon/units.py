@@ -175,15 +175,19 @@ def dupwatch_command() -> list[str]:
     return [sys.executable, "-m", "dupwatch.daemon.cli"]
 
 
-def exec_quote(arg: str) -> str:
-    """One ExecStart= word: specifiers (%) and variables ($) escaped, quoted if need be.
+def exec_line(command: list[str]) -> str:
+    """`command` as an ExecStart= value: specifiers (%) escaped, words quoted if need be.
 
-    >>> exec_quote("/opt/my tools/dupwatch")
-    '"/opt/my tools/dupwatch"'
-    >>> exec_quote("/home/a%b/$x")
-    '/home/a%%b/$$x'
+    systemd expands $VARIABLES in the arguments but not in the program's path, so only the
+    arguments get their $ doubled.
+
+    >>> exec_line(["/opt/my tools/dupwatch", "--config", "/home/a%b/$x.toml"])
+    '"/opt/my tools/dupwatch" --config /home/a%%b/$$x.toml'
     """
-    return unit_word(arg.replace("%", "%%").replace("$", "$$"))
+    program, *arguments = command
+    words = [program.replace("%", "%%")]
+    words += [arg.replace("%", "%%").replace("$", "$$") for arg in arguments]
+    return " ".join(unit_word(word) for word in words)
 
 
 def unit_word(text: str) -> str:
@@ -209,7 +213,7 @@ def unit_path_value(path: str) -> str:
 def render(name: str, command: list[str], index: str, *, marker: bool = True) -> str:
     """The text of unit `name` running `command` on the index folder `index` (a unit value)."""
     body = UNITS[name].format(
-        dupwatch=" ".join(exec_quote(word) for word in command),
+        dupwatch=exec_line(command),
         index_env=unit_word(f"DUPWATCH_INDEX={index}"),
         # "-": a missing folder is no reason to refuse to start; the index reports it clearly.
         index_rw=unit_word(f"-{index}"),
