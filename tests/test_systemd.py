@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dupwatch.daemon import systemd
+from dupwatch.daemon.client import call
 from dupwatch.daemon.systemd import ActivationError, Watchdog
 
 
@@ -272,3 +275,78 @@ def test_watchdog_withholds_pings_while_unhealthy(manager: socket.socket) -> Non
         except BlockingIOError:
             break
     assert messages == ["WATCHDOG=1", "WATCHDOG=1"]  # ticks four and five only
+
+
+# The real service: `dupwatch daemon` under a test NOTIFY_SOCKET and under systemd-socket-activate
+
+DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
+
+
+@pytest.fixture
+def watched(photo: Any) -> Path:
+    """A folder with one real photograph in it."""
+    photo.save(photo.image("coffee.png", size=(200, 133)), "coffee.jpg")
+    return Path(photo.folder)
+
+
+def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    return {**os.environ, "XDG_RUNTIME_DIR": str(runtime), **extra}
+
+
+def stop(process: subprocess.Popen[Any]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+def test_daemon_tells_systemd_it_is_ready_and_keeps_pinging(
+    manager: socket.socket, short_dir: Path, watched: Path, tmp_path: Path
+) -> None:
+    env = daemon_env(tmp_path, NOTIFY_SOCKET=str(short_dir / "notify"), WATCHDOG_USEC="1000000")
+    command = [DUPWATCH, "daemon", "--index", str(tmp_path / "index")]
+    command += ["--socket", str(short_dir / "dupwatch.sock"), str(watched)]
+    manager.settimeout(60)  # the first start spawns the hashing processes
+    with (tmp_path / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(command, env=env, stderr=log)
+        try:
+            messages = [receive(manager)]
+            while "READY=1" not in messages[-1]:
+                messages.append(receive(manager))
+            manager.settimeout(5)
+            pings = []
+            while len(pings) < 4:
+                message = receive(manager)
+                assert message == "WATCHDOG=1"
+                pings.append(time.monotonic())
+            daemon.send_signal(signal.SIGTERM)
+            while receive(manager) != "STOPPING=1":
+                pass
+        finally:
+            status = stop(daemon)
+    assert any(m.startswith("STATUS=reconciling") for m in messages[:-1]), messages
+    assert messages[-1].startswith("READY=1\nSTATUS=watching 1 folders")
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:], strict=False)]
+    assert max(gaps) < 1.0, f"a WATCHDOG=1 gap exceeded WATCHDOG_USEC: {gaps}"
+    assert status == 0, (tmp_path / "daemon.log").read_text()
+
+
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"), reason="needs systemd")
+def test_socket_activation_starts_the_daemon_which_answers_status(
+    short_dir: Path, watched: Path, tmp_path: Path
+) -> None:
+    path = short_dir / "dupwatch.sock"
+    command = ["systemd-socket-activate", "-l", str(path), DUPWATCH, "daemon"]
+    command += ["--index", str(tmp_path / "index"), str(watched)]
+    with (tmp_path / "daemon.log").open("w") as log:
+        activator = subprocess.Popen(command, env=daemon_env(tmp_path), stderr=log)
+        try:
+            wait_for(path.exists, "systemd-socket-activate to listen")
+            status = call("status", path)
+        finally:
+            exit_status = stop(activator)
+    assert status["ok"] is True and status["roots"] == [str(watched)]
+    log_text = (tmp_path / "daemon.log").read_text()
+    assert "serving the socket systemd passed (socket activation)" in log_text
+    assert exit_status == 0, log_text
+    assert path.exists(), "the socket belongs to systemd: the daemon leaves it in place"
