@@ -43,8 +43,12 @@ class Config:
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with `changes` applied, ignoring the ones that are None."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with `changes` applied, ignoring the ones that are None (paths made absolute)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        for key in ("index", "socket"):
+            if key in given:
+                given[key] = Path(given[key]).absolute()
+        return dataclasses.replace(self, **given)
 
     @property
     def socket_path(self) -> Path:

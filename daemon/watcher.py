@@ -177,8 +177,9 @@ class Watcher:
 
     def stop(self) -> None:
         logging.getLogger(OVERFLOW_LOGGER).removeHandler(self._overflow)
-        self.observer.stop()
-        self.observer.join(10)
+        if self.observer.is_alive():
+            self.observer.stop()
+            self.observer.join(10)
         self._watches.clear()
 
     @property

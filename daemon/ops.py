@@ -1,0 +1,170 @@
+"""What each socket operation does: query, status, groups, watch, unwatch.
+
+Reads run in threads beside the writer (LMDB readers never block it); anything that writes
+goes through the writer thread. `subscribe` is the server's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from typing import TYPE_CHECKING, Any
+
+from dupwatch.daemon.protocol import ErrorCode, ProtocolError
+from dupwatch.daemon.render import group_to_json
+from dupwatch.daemon.server import OpHandler, Peer
+from dupwatch.daemon.writer import Reconcile
+from dupwatch.index import MissingFile, UnreadableFile
+from dupwatch.index.folders import absolute
+
+if TYPE_CHECKING:
+    from dupwatch.daemon.service import Service
+
+MAX_RADIUS = 32
+
+
+def bad_request(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, message)
+
+
+def radius_arg(args: dict[str, Any]) -> int | None:
+    radius = args.get("radius")
+    if radius is None:
+        return None
+    if not isinstance(radius, int) or isinstance(radius, bool) or not 0 <= radius <= MAX_RADIUS:
+        raise bad_request(f'"radius" must be an integer from 0 to {MAX_RADIUS}, not {radius!r}')
+    return radius
+
+
+def path_arg(args: dict[str, Any], name: str = "path") -> str:
+    path = args.get(name)
+    if not isinstance(path, str) or not path:
+        raise bad_request(f'"{name}" must be a path (a string)')
+    if not os.path.isabs(path):
+        raise bad_request(f"{path}: the path must be absolute (the service has its own cwd)")
+    return path
+
+
+def hash_arg(args: dict[str, Any]) -> int:
+    """A 64-bit hash as an integer or a hex string ("0x..." or 16 hex digits)."""
+    value = args.get("hash")
+    if isinstance(value, str):
+        try:
+            value = int(value, 16)
+        except ValueError:
+            raise bad_request(f'"hash" {value!r} is not hexadecimal') from None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise bad_request('"hash" must be a 64-bit hash (integer or hex string)')
+    return value
+
+
+def readable_by(path: str, peer: Peer) -> bool:
+    """Whether the peer's uid could read `path`, from the file's owner, group and mode.
+
+    The service refuses other uids anyway; this keeps a query from reading on behalf of a
+    client what the client itself could not (should the uid rule ever be relaxed).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MissingFile(path, "no such file") from None
+    except OSError as exc:
+        raise UnreadableFile(path, exc.strerror or str(exc)) from None
+    if peer.uid == 0:
+        return True
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == peer.uid:
+        return bool(mode & stat.S_IRUSR)
+    if st.st_gid == peer.gid:
+        return bool(mode & stat.S_IRGRP)
+    return bool(mode & stat.S_IROTH)
+
+
+class Ops:
+    """The op table of one Service."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def table(self) -> dict[str, OpHandler]:
+        return {
+            "status": self.status,
+            "query": self.query,
+            "groups": self.groups,
+            "watch": self.watch,
+            "unwatch": self.unwatch,
+        }
+
+    async def status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        service = self.service
+        stats = service.writer.stats
+        files = await asyncio.to_thread(len, service.index)
+        return {
+            "state": service.state,
+            "pid": os.getpid(),
+            "index": service.index_path,
+            "radius": service.index.radius,
+            "roots": [os.fsdecode(r) for r in await asyncio.to_thread(service.index.roots)],
+            "files": files,
+            "queue": service.writer.queue_length,
+            "hashed": stats.hashed,
+            "failed": stats.failed,
+            "unchanged": stats.unchanged,
+            "moved": stats.moved,
+            "removed": stats.removed,
+            "alerts": stats.alerts,
+            "subscribers": len(service.server.subscribers),
+            "uptime_s": round(service.uptime_s(), 3),
+            "unwatched": [os.fsdecode(f) for fs in service.unwatched.values() for f in fs],
+            "missing_roots": [os.fsdecode(r) for r in sorted(service.lost_roots)],
+            "last_alerts": list(service.recent_alerts)[-5:],
+            "last_failures": list(stats.last_failures)[-5:],
+        }
+
+    async def query(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        radius = radius_arg(args)
+        index = self.service.index
+        if "hash" in args:
+            bits = hash_arg(args)
+            matches = await asyncio.to_thread(index.query, bits, radius)
+            target = f"{bits:016x}"
+        else:
+            target = path_arg(args)
+            if not readable_by(target, peer):
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, f"{target}: not readable by uid {peer.uid}"
+                )
+            matches = await asyncio.to_thread(index.query, target, radius)
+        return {"query": target, "matches": [m.to_json() for m in matches]}
+
+    async def groups(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        radius = radius_arg(args)
+        # In the writer thread: a radius above the stored pairs' recomputes them (a write).
+        found = await asyncio.wrap_future(self.service.writer.call(lambda i: i.groups(radius)))
+        return {"groups": [group_to_json(g) for g in found]}
+
+    async def watch(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        path = path_arg(args)
+        if not os.path.isdir(path):
+            raise bad_request(f"{path}: not a folder")
+        service = self.service
+        root = absolute(path)
+        await asyncio.wrap_future(service.writer.call(lambda i: i.add_root(root)))
+        await asyncio.to_thread(service.sync_watches)
+        service.writer.submit(Reconcile([root]))
+        return {"watching": os.fsdecode(root), "roots": await self._roots()}
+
+    async def unwatch(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        path = path_arg(args)
+        service = self.service
+        root = absolute(path)
+        removed = await asyncio.wrap_future(service.writer.call(lambda i: i.remove_root(root)))
+        if not removed:
+            roots = ", ".join(await self._roots()) or "none"
+            raise bad_request(f"{path}: not a watched folder (watched: {roots})")
+        await asyncio.to_thread(service.sync_watches)
+        return {"unwatched": os.fsdecode(root), "roots": await self._roots()}
+
+    async def _roots(self) -> list[str]:
+        return [os.fsdecode(r) for r in await asyncio.to_thread(self.service.index.roots)]

@@ -1,0 +1,177 @@
+"""The commands that talk to the running service: alerts, status, watch, unwatch, query.
+
+Each returns the exit status of its command (0 found/done, 1 none, 2 error) and prints what
+the user sees; the CLI only parses the arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.render import dumps, printable
+from dupwatch.index import DupwatchError, FingerprintError, Index
+from dupwatch.index.folders import absolute
+
+EXIT_FOUND = 0
+EXIT_NONE = 1
+EXIT_ERROR = 2
+
+
+def follow_alerts(socket_path: Path, *, as_json: bool) -> int:
+    """`dupwatch alerts`: print each alert as it comes, until the service stops."""
+    with Client(socket_path, timeout_s=10) as client:
+        events = client.subscribe()
+        if not as_json:
+            print(f"dupwatch: following the alerts of {socket_path}", file=sys.stderr)
+        for event in events:
+            if as_json:
+                print(dumps(event), flush=True)
+            elif event.get("event") == "missed":
+                print(
+                    f"dupwatch: {event['count']} alerts missed (not read in time)", file=sys.stderr
+                )
+            else:
+                print("\n".join(alert_lines(event)), flush=True)
+    print("dupwatch: the service stopped", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def alert_lines(event: dict[str, Any]) -> list[str]:
+    """An alert in plain text: the time and the new file, then one line per match."""
+    when = str(event.get("time", ""))[:19].replace("T", " ")
+    lines = [f"{when}  {printable(event['path'])}"]
+    lines += [match_line(m) for m in event.get("matches", [])]
+    return lines
+
+
+def match_line(match: dict[str, Any]) -> str:
+    """A match as JSON, shown like `dupwatch query` shows a local one."""
+    suffix = "  (itself)" if match.get("self") else ""
+    return f"  {match['kind']:<5} {match['distance']:>2}  {printable(match['path'])}{suffix}"
+
+
+def show_status(socket_path: Path, *, as_json: bool) -> int:
+    """`dupwatch status`: the service's folders, counts and last alerts."""
+    status = Client(socket_path).call("status")
+    status.pop("v", None)
+    status.pop("ok", None)
+    if as_json:
+        print(dumps(status))
+        return EXIT_FOUND
+    print("\n".join(status_lines(status)))
+    return EXIT_FOUND
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    lines = [
+        f"dupwatch service, pid {status['pid']}: {status['state']}, up {_duration(status)}",
+        f"index    {printable(status['index'])} "
+        f"({status['files']} files, radius {status['radius']})",
+        f"queue    {status['queue']}",
+        f"files    {status['hashed']} hashed, {status['failed']} failed, "
+        f"{status['moved']} moved, {status['removed']} removed, {status['alerts']} alerts",
+    ]
+    lines += [f"watching {printable(root)}" for root in status["roots"]] or ["watching nothing"]
+    lines += [f"missing  {printable(root)}" for root in status.get("missing_roots", [])]
+    unwatched = status.get("unwatched", [])
+    if unwatched:
+        lines.append(f"{len(unwatched)} folders past the inotify watch limit, rescanned instead")
+    for alert in status.get("last_alerts", []):
+        lines += alert_lines(alert)
+    return lines
+
+
+def _duration(status: dict[str, Any]) -> str:
+    seconds = int(status.get("uptime_s", 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def change_roots(
+    socket_path: Path, index_path: str, folder: str, *, add: bool, as_json: bool
+) -> int:
+    """`dupwatch watch/unwatch DIR`: through the service, else straight into the index."""
+    op = "watch" if add else "unwatch"
+    path = os.path.abspath(folder)
+    if add and not os.path.isdir(path):
+        raise DupwatchError(f"{printable(path)}: not a folder")
+    try:
+        answer = Client(socket_path).call(op, path=path)
+        roots = answer["roots"]
+        note = "" if not add else "; indexing it in the background"
+    except DaemonNotRunning:
+        with Index.open(index_path) as index:
+            changed = index.add_root(path) if add else index.remove_root(path)
+            roots = [os.fsdecode(r) for r in index.roots()]
+        if not add and not changed:
+            print(f"dupwatch: {printable(path)}: not a watched folder", file=sys.stderr)
+            return EXIT_ERROR
+        note = "; the service is not running: start it with `dupwatch daemon`"
+    if as_json:
+        print(dumps({op: path, "roots": roots}))
+    else:
+        verb = "watching" if add else "no longer watching"
+        print(f"{verb} {printable(path)}{note}")
+    return EXIT_FOUND
+
+
+def query_via_service(
+    socket_path: Path,
+    images: Iterable[str],
+    *,
+    radius: int | None,
+    as_json: bool,
+    index_path: str | None = None,
+) -> int | None:
+    """`dupwatch query` through the running service; None when there is no service (or it
+    serves another index than `index_path`), so that the caller reads the index itself."""
+    try:
+        client = Client(socket_path)
+        served = client.call("status")["index"]
+    except DaemonNotRunning:
+        return None
+    if index_path is not None and not _same_folder(served, index_path):
+        client.close()
+        return None
+    with client:
+        return _print_queries(client, images, radius=radius, as_json=as_json)
+
+
+def _print_queries(
+    client: Client, images: Iterable[str], *, radius: int | None, as_json: bool
+) -> int:
+    found = failed = False
+    for image in images:
+        args: dict[str, Any] = {"path": os.fsdecode(absolute(image))}
+        if radius is not None:
+            args["radius"] = radius
+        try:
+            matches = client.call("query", **args)["matches"]
+        except FingerprintError as error:
+            print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
+            failed = True
+            continue
+        others = [m for m in matches if not m.get("self")]
+        found = found or bool(others)
+        if as_json:
+            print(dumps({"query": image, "matches": matches}))
+        elif matches:
+            print(f"{printable(image)}:")
+            print("\n".join(match_line(m) for m in matches))
+        else:
+            print(f"{printable(image)}: no duplicates in the index")
+    if failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if found else EXIT_NONE
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -1,0 +1,424 @@
+"""The work queue and the one thread that writes the index.
+
+Changes from the watcher, hash results from the worker processes and calls from the socket
+server all arrive on one queue; this thread alone opens LMDB write transactions, grouping a
+burst of hashed files into few of them (each file still all-or-nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from dupwatch.daemon.watcher import Change, ChangeKind
+from dupwatch.index import (
+    AddResult,
+    Fingerprint,
+    FingerprintError,
+    Index,
+    MissingFile,
+    UnreadableFile,
+)
+from dupwatch.index.errors import DupwatchError
+from dupwatch.index.folders import walk
+from dupwatch.index.update import hash_file, plan
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WRITE_BATCH = 256  # hashed files per write transaction during a burst
+WRITE_EVERY_S = 0.25  # during a burst, write at least this often
+SUBMIT_PER_WORKER = 4  # hashes handed to the pool ahead; the rest wait here, cheap to cancel
+
+
+@dataclass
+class Stats:
+    """Counters shown by `status`; written by the writer thread only."""
+
+    hashed: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    alerts: int = 0
+    last_failures: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+
+
+@dataclass
+class Reconcile:
+    """A stat comparison of folders with the index; `done` resolves once all is hashed."""
+
+    folders: list[bytes]
+    done: Future[Reconcile] = field(default_factory=Future)
+    total: int = 0
+    left: set[bytes] = field(default_factory=set)
+    removed: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    path: bytes
+    outcome: Fingerprint | FingerprintError | None  # None: cancelled at shutdown
+    st: os.stat_result | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    function: Callable[[Index], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+_BROKEN: Any = object()  # the outcome of a hash whose worker process died
+Item = Change | Reconcile | _Hashed | _Call | object
+
+
+class Writer:
+    """The single writer thread: apply Changes, hash in worker processes, store, alert.
+
+    `new_pool()` makes the process pool (again, should a worker die); `on_duplicate(result)`
+    runs in this thread for every stored file that matched something.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        new_pool: Callable[[], Executor],
+        *,
+        workers: int,
+        ignore: Iterable[str],
+        on_duplicate: Callable[[AddResult], None],
+    ) -> None:
+        self.index = index
+        self.new_pool = new_pool
+        self.pool = new_pool()
+        self._crashes: dict[bytes, int] = {}  # path -> pools that broke while it was hashed
+        self.ignore = tuple(ignore)
+        self.on_duplicate = on_duplicate
+        self.stats = Stats()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._waiting: deque[bytes] = deque()  # to hash, not yet given to the pool
+        self._submitted: dict[bytes, Future[Any]] = {}
+        self._known: set[bytes] = set()  # waiting or submitted: never hash one path twice at once
+        self._max_submitted = max(1, workers) * SUBMIT_PER_WORKER
+        self._reconciles: list[Reconcile] = []
+        self._batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
+        self._batch_started = 0.0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="dupwatch-writer", daemon=True)
+        self.last_active = time.monotonic()
+
+    # Called from other threads
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: Change | Reconcile) -> None:
+        """Queue a change or a reconciliation; thread-safe, never blocks."""
+        self._queue.put(item)
+
+    def call(self, function: Callable[[Index], T]) -> Future[T]:
+        """Run `function(index)` in the writer thread, between other writes."""
+        future: Future[T] = Future()
+        self._queue.put(_Call(function, future))
+        return future
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish the files being hashed, store them, drop the rest (reconciled at next start)."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("the writer did not finish within %g s", timeout_s)
+
+    @property
+    def queue_length(self) -> int:
+        """Changes and files not handled yet (approximate: read without a lock)."""
+        return self._queue.qsize() + len(self._known) + len(self._batch)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # The writer thread
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._wait_s())
+            except queue.Empty:
+                self._flush()
+                continue
+            self.last_active = time.monotonic()
+            try:
+                self._handle(item)
+                while not self._queue.empty() and len(self._batch) < WRITE_BATCH:
+                    self._handle(self._queue.get_nowait())
+                if self._should_flush():
+                    self._flush()
+                self._pump()
+            except Exception:
+                log.exception("the writer failed on %r; carrying on", item)
+            if self._stopping and not self._submitted:
+                self._flush()
+                self._finish_reconciles()
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                return
+
+    def _wait_s(self) -> float | None:
+        if self._batch:
+            return max(0.0, self._batch_started + WRITE_EVERY_S - time.monotonic())
+        return 1.0 if self._stopping else None
+
+    def _should_flush(self) -> bool:
+        if not self._batch:
+            return False
+        # Alone (no burst behind it), a file is written at once: the alert must not wait.
+        burst = bool(self._waiting) or len(self._submitted) > 1
+        late = time.monotonic() - self._batch_started >= WRITE_EVERY_S
+        return not burst or late or len(self._batch) >= WRITE_BATCH or self._stopping
+
+    def _handle(self, item: Item) -> None:
+        if item is _STOP:
+            self._begin_stop()
+        elif isinstance(item, _Hashed):
+            self._hashed(item)
+        elif isinstance(item, _Call):
+            self._flush()
+            self._run_call(item)
+        elif self._stopping:
+            return  # the next start reconciles whatever this would have done
+        elif isinstance(item, Reconcile):
+            self._flush()
+            self._reconcile(item)
+        elif isinstance(item, Change):
+            self._flush()  # keep the order: earlier results are stored before this change
+            self._apply(item)
+
+    def _run_call(self, call: _Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            call.future.set_result(call.function(self.index))
+        except BaseException as exc:  # handed to the caller, who reports it
+            call.future.set_exception(exc)
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        self._waiting.clear()
+        for path, future in list(self._submitted.items()):
+            if future.cancel():  # not started: drop it; the one in hand finishes
+                self._submitted.pop(path)
+                self._known.discard(path)
+        self._known = set(self._submitted)
+
+    # Changes
+
+    def _apply(self, change: Change) -> None:
+        kind = change.kind
+        if kind == ChangeKind.FILE:
+            self._consider(change.path)
+        elif kind == ChangeKind.GONE:
+            if self.index.remove(change.path):
+                self.stats.removed += 1
+        elif kind == ChangeKind.MOVE:
+            self._move_file(change.path, change.dest)
+        elif kind == ChangeKind.MOVE_DIR:
+            self.stats.moved += self.index.move(change.path, change.dest)
+            self._scan(change.dest)  # files that were not indexed under the old name
+        elif kind == ChangeKind.GONE_DIR:
+            self.stats.removed += self.index.remove_under(change.path)
+        elif kind == ChangeKind.SCAN:
+            self._scan(change.path)
+        elif kind in (ChangeKind.RECONCILE, ChangeKind.ROOT_GONE):
+            log.debug("%s is handled by the service", kind)
+
+    def _move_file(self, src: bytes, dest: bytes) -> None:
+        record = self.index.get(src)
+        if record is None:  # a temporary name, or not indexed yet: the new name is new
+            self._consider(dest)
+            return
+        self.stats.moved += self.index.move(src, dest)
+        if src in self._known:
+            self._consider(dest)  # it was changing under the old name as it moved
+            return
+        try:
+            st = os.stat(dest)
+        except OSError:
+            return
+        if not self.index.is_current(dest, st):
+            self._consider(dest)
+
+    def _scan(self, folder: bytes) -> None:
+        for path, _st in walk(folder, ignore=self.ignore, on_error=_log_walk_error):
+            self._consider(path)
+
+    def _consider(self, path: bytes) -> bool:
+        """Queue `path` for hashing unless the index already has its current stat."""
+        if path in self._known:
+            return True  # its result is checked against the file's stat when it comes back
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False  # gone already; its deletion has an event of its own
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if self.index.is_current(path, st):
+            self.stats.unchanged += 1
+            return False
+        self._known.add(path)
+        self._waiting.append(path)
+        return True
+
+    def _reconcile(self, job: Reconcile) -> None:
+        found = plan(self.index, job.folders, ignore=self.ignore)
+        job.removed = self.index.remove_many(found.gone)
+        self.stats.removed += job.removed
+        job.unchanged = found.unchanged
+        for path in found.to_hash:
+            if self._consider(path):
+                job.left.add(path)
+        job.total = len(job.left)
+        self._reconciles.append(job)
+        self._finish_reconciles()
+
+    def _finish_reconciles(self) -> None:
+        for job in [j for j in self._reconciles if not j.left or self._stopping]:
+            self._reconciles.remove(job)
+            if not job.done.done():
+                job.done.set_result(job)
+
+    # Hashing
+
+    def _pump(self) -> None:
+        while self._waiting and len(self._submitted) < self._max_submitted:
+            path = self._waiting.popleft()
+            try:
+                future = self.pool.submit(hash_file, path)
+            except BrokenProcessPool:
+                self._waiting.appendleft(path)
+                self._replace_pool()
+                continue
+            self._submitted[path] = future
+            future.add_done_callback(self._result_callback(path))
+
+    def _replace_pool(self) -> None:
+        """A worker died (killed, or crashed in a decoder): start a fresh pool."""
+        log.warning("a hashing process died; starting new ones")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self.new_pool()
+
+    def _result_callback(self, path: bytes) -> Callable[[Future[Any]], None]:
+        def deliver(future: Future[Any]) -> None:  # runs in the pool's thread
+            if future.cancelled():
+                outcome: Any = (path, None, None)
+            elif isinstance(future.exception(), BrokenProcessPool):
+                outcome = (path, _BROKEN, None)
+            elif future.exception() is not None:
+                error = future.exception()
+                outcome = (path, FingerprintError(path, f"hashing failed: {error}"), None)
+            else:
+                outcome = future.result()
+            self._queue.put(_Hashed(*outcome))
+
+        return deliver
+
+    def _hashed(self, done: _Hashed) -> None:
+        future = self._submitted.pop(done.path, None)
+        if future is None:
+            return  # cancelled at shutdown and already forgotten
+        self._known.discard(done.path)
+        outcome = done.outcome
+        if outcome is _BROKEN:
+            self._retry_after_crash(done.path, future)
+            return
+        if isinstance(outcome, Fingerprint) and done.st is not None:
+            if self._check_and_batch(done.path, outcome, done.st):
+                return  # settled once it is stored
+        elif isinstance(outcome, FingerprintError):
+            self._failed(outcome)
+        self._settle(done.path)
+
+    def _check_and_batch(self, path: bytes, fp: Fingerprint, st_before: os.stat_result) -> bool:
+        """Batch the result if the file is still what was read; True when batched."""
+        try:
+            st_now = os.stat(path)
+        except OSError:
+            return False  # deleted or moved away while it was hashed; its own event follows
+        if _stat_key(st_now) != _stat_key(st_before):
+            self._consider(path)  # rewritten while it was read: hash the new content
+            return False
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append((path, fp, st_before))
+        return True
+
+    def _retry_after_crash(self, path: bytes, future: Future[Any]) -> None:
+        """Hash again in a new pool; a file in hand at two crashes is reported, not retried."""
+        if future.done() and getattr(self.pool, "_broken", True):  # this pool, not a new one
+            self._replace_pool()
+        crashes = self._crashes[path] = self._crashes.get(path, 0) + 1
+        if crashes >= 2 or self._stopping:
+            self._crashes.pop(path, None)
+            self._failed(UnreadableFile(path, "the hashing process died while reading it"))
+            self._settle(path)
+            return
+        self._known.add(path)
+        self._waiting.append(path)
+
+    def _failed(self, error: FingerprintError) -> None:
+        if isinstance(error, MissingFile):
+            return  # deleted before it could be read: nothing to say
+        self.stats.failed += 1
+        self.stats.last_failures.append(str(error))
+        log.warning("%s", error)
+        path = os.fsencode(error.path)
+        if self.index.get(path) is not None and self.index.remove(path):
+            self.stats.removed += 1  # its old fingerprint no longer describes it
+
+    def _settle(self, *paths: bytes) -> None:
+        """These paths are done (stored, failed or gone): a reconciliation may be complete."""
+        if self._reconciles:
+            done = [path for path in paths if path not in self._known]
+            for job in self._reconciles:
+                job.left.difference_update(done)
+            self._finish_reconciles()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        paths = [path for path, _fp, _st in batch]
+        try:
+            results = self.index.put_many(batch)
+        except DupwatchError as exc:
+            log.error("could not store %d files: %s", len(batch), exc)
+            self._settle(*paths)
+            return
+        self.stats.hashed += len(results)
+        for result in results:
+            if result.matches:
+                self.stats.alerts += 1
+                try:
+                    self.on_duplicate(result)
+                except Exception:
+                    log.exception("announcing a duplicate failed")
+        self._settle(*paths)  # after the counters: READY may follow at once
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _log_walk_error(folder: bytes, error: OSError) -> None:
+    log.warning("%s: cannot list folder: %s", os.fsdecode(folder), error.strerror)

@@ -1,0 +1,563 @@
+"""The service end to end: the real `dupwatch daemon` in a subprocess on real folders."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import skimage
+from PIL import Image
+
+from dupwatch.daemon import protocol
+from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.config import ConfigError, load_config, runtime_dir
+from dupwatch.daemon.remote import query_via_service
+from dupwatch.index import Index
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+START_TIMEOUT_S = 60.0
+TIMEOUT_S = 60.0
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
+    """Poll `condition` until it returns something true; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def photo(name: str) -> Image.Image:
+    return Image.open(SKIMAGE_DATA / name).convert("RGB")
+
+
+def tiny_png(path: Path | str, rng: random.Random) -> None:
+    """A 16x16 PNG of random pixels: distinct content (and hash) for every file."""
+    Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).save(path, format="PNG")
+
+
+class Daemon:
+    """A private dupwatch instance: index, socket, config and one watched folder in /tmp."""
+
+    def __init__(self, base: Path, *, rescan_interval_s: float = 1.0) -> None:
+        self.base = base
+        self.root = base / "w"
+        self.root.mkdir(exist_ok=True)
+        self.index = base / "idx"
+        self.socket = base / "s.sock"
+        self.config = base / "config.toml"
+        self.config.write_text(f"workers = 2\nrescan_interval_s = {rescan_interval_s}\n")
+        self.log = base / "daemon.log"
+        self.env = {
+            **os.environ,
+            "DUPWATCH_INDEX": str(self.index),
+            "DUPWATCH_SOCKET": str(self.socket),
+            "XDG_CONFIG_HOME": str(base / "xdg-config"),
+        }
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.env.pop("WATCHDOG_USEC", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self, *args: str) -> list[str]:
+        return [DUPWATCH, "--config", str(self.config), *args]
+
+    def start(self, *, prefix: list[str] | None = None, wait: bool = True, **env: str) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*(prefix or []), *self.command("daemon", str(self.root))],
+                env={**self.env, **env},
+                stdout=log,
+                stderr=log,
+            )
+        if wait:
+            wait_for(self.is_ready, START_TIMEOUT_S, "the service to be ready")
+
+    def is_ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the service exited {self.process.returncode}: {self.output()}")
+        try:
+            return self.status()["state"] == "ready"
+        except (DaemonNotRunning, OSError):
+            return False
+
+    def status(self) -> dict[str, Any]:
+        with Client(self.socket, timeout_s=30) as client:
+            return client.call("status")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the service finishes its file in hand and removes the socket."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(TIMEOUT_S)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(TIMEOUT_S)
+        self.process = None
+
+    def wait_files(self, count: int, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+        """Wait until `count` files are indexed and nothing is queued; returns the status."""
+
+        def settled() -> dict[str, Any] | None:
+            status = self.status()
+            return status if status["files"] == count and status["queue"] == 0 else None
+
+        return wait_for(settled, timeout_s, f"{count} files indexed")
+
+    def indexed(self) -> set[str]:
+        with Index.open(self.index, readonly=True) as index:
+            return {record.fspath for record in index.files()}
+
+    def check(self) -> list[str]:
+        with Index.open(self.index, readonly=True) as index:
+            return index.check()
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="dws"))
+    instance = Daemon(base)
+    yield instance
+    if instance.process is not None:
+        instance.kill()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def subscribe(daemon: Daemon) -> Iterator[dict[str, Any]]:
+    client = Client(daemon.socket, timeout_s=TIMEOUT_S)
+    stream = client.subscribe()
+    wait_for(lambda: daemon.status()["subscribers"] >= 1, what="the subscription")
+    return stream
+
+
+def next_event(stream: Iterator[dict[str, Any]], timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+    """The next event, bounded in time: a missing alert fails instead of hanging."""
+    result: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: result.append(next(stream)), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert result, "no alert arrived"
+    return result[0]
+
+
+# Alerts
+
+
+def test_resized_copy_alerts_and_unrelated_photo_does_not(daemon: Daemon, tmp_path: Path) -> None:
+    original = daemon.root / "astronaut.jpg"
+    photo("astronaut.png").save(original, quality=92)
+    daemon.start()
+    assert daemon.status()["hashed"] == 1  # reconciled before READY
+    stream = subscribe(daemon)
+
+    staged = tmp_path / "small.jpg"
+    photo("astronaut.png").resize((256, 256), Image.Resampling.LANCZOS).save(staged, quality=80)
+    shutil.copy(staged, daemon.root / "renamed_copy.jpg")
+    alert = next_event(stream)
+    assert alert["event"] == "duplicate"
+    assert alert["path"] == str(daemon.root / "renamed_copy.jpg")
+    [match] = alert["matches"]
+    assert match["path"] == str(original)
+    assert match["kind"] == "near" and 0 <= match["distance"] <= 8
+    assert alert["time"].endswith("+00:00")
+
+    photo("coffee.png").save(tmp_path / "coffee.jpg", quality=90)
+    shutil.copy(tmp_path / "coffee.jpg", daemon.root / "coffee.jpg")
+    status = daemon.wait_files(3)
+    assert status["alerts"] == 1  # the unrelated photo raised none
+    shutil.copy(original, daemon.root / "exact.jpg")
+    alert = next_event(stream)  # the next alert is this one: none came for the coffee
+    assert alert["path"] == str(daemon.root / "exact.jpg")
+    assert {(m["path"], m["kind"], m["distance"]) for m in alert["matches"]} >= {
+        (str(original), "exact", 0)
+    }
+    assert "duplicate: " in daemon.output()  # the foreground service logs each alert
+    assert daemon.stop() == 0
+
+
+def test_slow_write_and_part_rename_are_hashed_once(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    photo("chelsea.png").save(tmp_path / "chelsea.jpg", quality=90)
+    data = (tmp_path / "chelsea.jpg").read_bytes()
+    with open(daemon.root / "slow.jpg", "wb") as out:
+        chunk = len(data) // 8 + 1
+        for start in range(0, len(data), chunk):  # a slow download or copy
+            out.write(data[start : start + chunk])
+            out.flush()
+            time.sleep(0.05)
+    status = daemon.wait_files(1)
+    assert status["hashed"] == 1 and status["failed"] == 0
+
+    part = daemon.root / "cat.jpg.part"
+    photo("camera.png").save(part, format="JPEG", quality=90)
+    part.rename(daemon.root / "cat.jpg")
+    status = daemon.wait_files(2)
+    assert status["hashed"] == 2  # once, as cat.jpg; never as the .part
+    assert daemon.indexed() == {str(daemon.root / "slow.jpg"), str(daemon.root / "cat.jpg")}
+    assert daemon.stop() == 0
+
+
+def test_renames_moves_deletes_and_a_folder_moved_in(daemon: Daemon, tmp_path: Path) -> None:
+    photo("rocket.jpg").save(daemon.root / "a.jpg", quality=90)
+    daemon.start()
+    assert daemon.status()["hashed"] == 1
+
+    (daemon.root / "a.jpg").rename(daemon.root / "b.jpg")
+    (daemon.root / "sub").mkdir()
+    wait_for(lambda: daemon.indexed() == {str(daemon.root / "b.jpg")}, what="the rename")
+    (daemon.root / "b.jpg").rename(daemon.root / "sub" / "c.jpg")
+    wait_for(lambda: daemon.indexed() == {str(daemon.root / "sub" / "c.jpg")}, what="the move")
+    (daemon.root / "sub").rename(daemon.root / "renamed_sub")
+    c_path = str(daemon.root / "renamed_sub" / "c.jpg")
+    wait_for(lambda: daemon.indexed() == {c_path}, what="the folder rename")
+    status = daemon.status()
+    assert status["hashed"] == 1 and status["moved"] == 3  # followed, never hashed again
+
+    os.remove(c_path)
+    wait_for(lambda: daemon.indexed() == set(), what="the deletion")
+
+    staging = tmp_path / "batch"
+    staging.mkdir()
+    rng = random.Random(200)
+    for i in range(200):
+        tiny_png(staging / f"img{i:03d}.png", rng)
+    staging.rename(daemon.root / "batch")
+    status = daemon.wait_files(200)
+    assert status["hashed"] == 1 + 200
+    assert daemon.check() == []
+    assert daemon.stop() == 0
+
+
+# Restarts
+
+
+def test_restart_hashes_nothing_and_reconciles_what_changed(daemon: Daemon) -> None:
+    for name in ("astronaut.png", "coffee.png", "rocket.jpg"):
+        photo(name).save(daemon.root / f"{Path(name).stem}.jpg", quality=90)
+    daemon.start()
+    assert daemon.status()["hashed"] == 3
+    assert daemon.stop() == 0
+
+    daemon.start()
+    status = daemon.status()
+    assert status["hashed"] == 0 and status["files"] == 3  # nothing changed: nothing hashed
+    assert daemon.stop() == 0
+
+    photo("camera.png").save(daemon.root / "new.jpg", quality=90)  # added while down
+    photo("chelsea.png").save(daemon.root / "coffee.jpg", quality=90)  # changed while down
+    os.remove(daemon.root / "rocket.jpg")  # deleted while down
+    daemon.start()
+    status = daemon.status()
+    assert status["hashed"] == 2 and status["removed"] == 1
+    assert daemon.indexed() == {
+        str(daemon.root / n) for n in ("astronaut.jpg", "coffee.jpg", "new.jpg")
+    }
+    assert daemon.stop() == 0
+
+
+def test_burst_of_5000_small_images(daemon: Daemon, tmp_path: Path) -> None:
+    count = 5000
+    staging = tmp_path / "burst"
+    staging.mkdir()
+    rng = random.Random(5000)
+    for i in range(count):
+        tiny_png(staging / f"b{i:04d}.png", rng)
+    daemon.start()
+    subprocess.run(["cp", "-r", f"{staging}/.", str(daemon.root)], check=True)
+    status = daemon.wait_files(count, timeout_s=600)
+    assert status["hashed"] == count  # every one indexed, none twice
+    assert status["failed"] == 0
+    assert len(daemon.indexed()) == count
+    assert daemon.stop() == 0
+
+
+def test_sigkill_mid_burst_then_restart_loses_nothing(daemon: Daemon, tmp_path: Path) -> None:
+    count = 600
+    staging = tmp_path / "burst"
+    staging.mkdir()
+    rng = random.Random(600)
+    for i in range(count):
+        tiny_png(staging / f"k{i:04d}.png", rng)
+    daemon.start()
+    subprocess.run(["cp", "-r", f"{staging}/.", str(daemon.root)], check=True)
+    wait_for(lambda: daemon.status()["hashed"] >= 50, what="the burst to be under way")
+    daemon.kill()
+    assert daemon.check() == []  # a crash leaves whole files only
+
+    daemon.start()
+    status = daemon.wait_files(count)
+    assert daemon.check() == []
+    assert daemon.indexed() == {str(daemon.root / f"k{i:04d}.png") for i in range(count)}
+    assert status["files"] == count
+    assert daemon.stop() == 0
+
+
+# Lifecycle
+
+
+def test_second_instance_refuses_and_sigterm_cleans_up(daemon: Daemon) -> None:
+    daemon.start()
+    pid = daemon.status()["pid"]
+    second = subprocess.run(
+        daemon.command("daemon", str(daemon.root)),
+        env={**daemon.env, "DUPWATCH_SOCKET": str(daemon.base / "other.sock")},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert second.returncode == 2
+    assert f"another dupwatch service (pid {pid}) is using this index" in second.stderr
+    assert daemon.status()["state"] == "ready"  # the first one is untouched
+
+    assert daemon.stop() == 0
+    assert not daemon.socket.exists()
+    with pytest.raises(DaemonNotRunning, match="dupwatch daemon"):
+        Client(daemon.socket).call("status")
+    daemon.start()  # the lock went with the first service
+    assert daemon.stop() == 0
+
+
+def test_sd_notify_ready_status_and_watchdog(daemon: Daemon) -> None:
+    photo("astronaut.png").save(daemon.root / "a.jpg", quality=90)
+    notify_path = daemon.base / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(TIMEOUT_S)
+    try:
+        daemon.start(wait=False, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+        messages = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        ready_at = len(messages)
+        assert any(m.startswith("STATUS=reconciling") for m in messages[: ready_at - 1])
+        assert daemon.status()["state"] == "ready"
+        assert daemon.status()["files"] == 1  # READY came after the reconciliation
+        while "WATCHDOG=1" not in messages[ready_at:]:
+            messages.append(listener.recv(4096).decode())
+        assert daemon.stop() == 0
+        while "STOPPING=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+    finally:
+        listener.close()
+
+
+def test_default_socket_folder_0700_and_socket_0600(daemon: Daemon) -> None:
+    runtime = daemon.base / "run"
+    runtime.mkdir(mode=0o700)
+    daemon.env.pop("DUPWATCH_SOCKET")
+    daemon.env["XDG_RUNTIME_DIR"] = str(runtime)
+    daemon.socket = runtime / "dupwatch" / "dupwatch.sock"
+    daemon.start()
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(daemon.socket.parent.stat().st_mode) == 0o700
+    assert daemon.stop() == 0
+
+
+# The socket of the real service
+
+
+def test_bad_clients_do_not_hurt_the_service(daemon: Daemon, tmp_path: Path) -> None:
+    photo("astronaut.png").save(daemon.root / "a.jpg", quality=90)
+    daemon.start()
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # subscribes, never reads
+    stalled.connect(str(daemon.socket))
+    stalled.sendall(protocol.encode_request("subscribe"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rude:
+        rude.connect(str(daemon.socket))
+        rude.settimeout(TIMEOUT_S)
+        rude.sendall(b"garbage\n{not json\n" + b"x" * (10 << 20) + b"\n")
+        answers = rude.makefile("rb")
+        codes = [protocol.decode_line(answers.readline())["error"]["code"] for _ in range(3)]
+    assert codes == ["bad_json", "bad_json", "line_too_long"]
+    staged = tmp_path / "copies"
+    staged.mkdir()
+    for i in range(20):  # alerts the stalled subscriber does not read
+        photo("astronaut.png").resize((300 + i, 300)).save(staged / f"c{i}.jpg", quality=85)
+    subprocess.run(["cp", "-r", f"{staged}/.", str(daemon.root)], check=True)
+    status = daemon.wait_files(21)
+    assert status["alerts"] == 20
+    assert status["state"] == "ready"
+    stalled.close()
+    assert daemon.stop() == 0
+
+
+def test_socat_status(daemon: Daemon) -> None:
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed (Debian package socat)")
+    daemon.start()
+    result = subprocess.run(
+        [socat, "-t5", "-", f"UNIX-CONNECT:{daemon.socket}"],
+        input=b'{"v": 1, "op": "status"}\n',
+        capture_output=True,
+        timeout=TIMEOUT_S,
+        check=True,
+    )
+    answer = protocol.decode_line(result.stdout)
+    assert answer["v"] == 1 and answer["ok"] is True
+    assert answer["roots"] == [str(daemon.root)] and answer["state"] == "ready"
+    assert daemon.stop() == 0
+
+
+def test_another_uid_cannot_use_the_service(daemon: Daemon) -> None:
+    setpriv, socat = shutil.which("setpriv"), shutil.which("socat")
+    if os.getuid() != 0 or setpriv is None or socat is None:
+        pytest.skip("needs root, setpriv and socat")
+    daemon.start()
+    os.chmod(daemon.base, 0o711)
+    os.chmod(daemon.socket, 0o666)  # open the file up: the peer-uid check must still refuse
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        + [socat, "-t5", "-", f"UNIX-CONNECT:{daemon.socket}"],
+        input=b'{"v": 1, "op": "status"}\n',
+        capture_output=True,
+        timeout=TIMEOUT_S,
+    )
+    answer = protocol.decode_line(result.stdout.splitlines()[0])
+    assert answer["ok"] is False and answer["error"]["code"] == "forbidden"
+    assert daemon.status()["state"] == "ready"
+    assert daemon.stop() == 0
+
+
+# Commands that talk to the service
+
+
+def test_cli_watch_status_query_and_fallback(daemon: Daemon, tmp_path: Path) -> None:
+    photo("coffee.png").save(daemon.root / "coffee.jpg", quality=90)
+    daemon.start()
+    extra = daemon.base / "extra"
+    extra.mkdir()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            daemon.command(*args), env=daemon.env, capture_output=True, text=True, timeout=60
+        )
+
+    assert cli("watch", str(extra)).returncode == 0
+    photo("coffee.png").resize((320, 200)).save(tmp_path / "c.png")
+    shutil.copy(tmp_path / "c.png", extra / "c.png")
+    daemon.wait_files(2)
+    status = cli("status")
+    assert status.returncode == 0 and str(extra) in status.stdout
+    query = cli("query", "--json", str(extra / "c.png"))
+    assert query.returncode == 0
+    served = query_via_service(daemon.socket, [str(extra / "c.png")], radius=None, as_json=True)
+    assert served == 0  # the service answered
+    assert cli("unwatch", str(extra)).returncode == 0
+    assert daemon.status()["roots"] == [str(daemon.root)]
+    assert daemon.stop() == 0
+
+    assert query_via_service(daemon.socket, ["x.jpg"], radius=None, as_json=True) is None
+    direct = cli("query", "--json", str(extra / "c.png"))
+    assert direct.returncode == 0 and direct.stdout == query.stdout  # same answer, no service
+    down = cli("status")
+    assert down.returncode == 2 and "dupwatch daemon" in down.stderr
+
+
+# Watch limit and lost roots
+
+
+def test_folders_past_the_watch_limit_are_still_indexed(daemon: Daemon) -> None:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    for i in range(40):
+        (daemon.root / f"d{i:02d}").mkdir()
+    # A user namespace of its own has its own watch limit: the machine's is left alone.
+    lower = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$@"'
+    probe = subprocess.run([unshare, "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not available: {probe.stderr.decode().strip()}")
+    daemon.start(prefix=[unshare, "--user", "--map-root-user", "sh", "-c", lower, "sh"])
+    status = daemon.status()
+    assert len(status["unwatched"]) == 41 - 20
+    output = daemon.output()
+    assert "inotify watch limit reached" in output
+    assert "sudo sysctl fs.inotify.max_user_watches=" in output
+    assert status["unwatched"][0] in output
+    unwatched = Path(status["unwatched"][-1])
+    photo("rocket.jpg").save(unwatched / "late.jpg", quality=90)
+    daemon.wait_files(1, timeout_s=30)  # found by the periodic rescan
+    assert daemon.indexed() == {str(unwatched / "late.jpg")}
+    assert daemon.stop() == 0
+
+
+def test_root_that_disappears_and_comes_back_is_reconciled(daemon: Daemon) -> None:
+    photo("rocket.jpg").save(daemon.root / "a.jpg", quality=90)
+    daemon.start()
+    shutil.move(daemon.root, daemon.base / "away")
+    wait_for(lambda: daemon.status()["missing_roots"] == [str(daemon.root)], what="the loss")
+    photo("coffee.png").save(daemon.base / "away" / "b.jpg", quality=90)
+    shutil.move(daemon.base / "away", daemon.root)
+    wait_for(lambda: daemon.status()["missing_roots"] == [], what="the root to come back")
+    daemon.wait_files(2)
+    assert daemon.indexed() == {str(daemon.root / "a.jpg"), str(daemon.root / "b.jpg")}
+    photo("camera.png").save(daemon.root / "c.jpg", quality=90)  # and it is watched again
+    daemon.wait_files(3)
+    assert daemon.stop() == 0
+
+
+# Config
+
+
+def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "dupwatch.toml"
+    file.write_text('index = "idx"\nwatch = ["~/pics"]\nradius = 6\nignore = ["*.tmp"]\n')
+    monkeypatch.delenv("DUPWATCH_INDEX", raising=False)
+    monkeypatch.delenv("DUPWATCH_SOCKET", raising=False)
+    config = load_config(file)
+    assert config.index == tmp_path / "idx"
+    assert config.roots == (Path.home() / "pics",)
+    assert config.radius == 6 and config.ignore == ("*.tmp",)
+    monkeypatch.setenv("DUPWATCH_INDEX", "/tmp/elsewhere")
+    assert load_config(file).index == Path("/tmp/elsewhere")
+    for text, fault in (
+        ("radius = 'six'", "wrong type"),
+        ("colour = 1", "unknown setting 'colour'"),
+        ("radius = [", "not valid TOML"),
+        ("workers = 0", "must be positive"),
+    ):
+        file.write_text(text)
+        with pytest.raises(ConfigError, match=fault) as caught:
+            load_config(file)
+        assert str(file) in str(caught.value)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_socket_path_without_xdg_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DUPWATCH_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no config file there
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    expected = Path("/run/user/4242/dupwatch/dupwatch.sock")
+    assert load_config().socket_path == expected
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    folder = runtime_dir()
+    uid = os.getuid()
+    assert folder in (Path(f"/run/user/{uid}/dupwatch"), Path(f"/tmp/dupwatch-{uid}"))
