@@ -1,6 +1,6 @@
 """Fingerprints of image files: a blake2b digest of the bytes and a 64-bit pHash of the pixels.
 
-Imports Pillow, numpy and (lazily) scipy.fftpack; never threads, sockets or the daemon.
+Imports Pillow, numpy and (lazily) scipy.fftpack; starts no threads, opens no sockets.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ else:
 
 log = logging.getLogger(__name__)
 
-Path = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -136,7 +136,7 @@ def is_image_name(name: str | bytes) -> bool:
 
 
 def fingerprint(
-    path: Path,
+    path: FilePath,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -151,12 +151,12 @@ def fingerprint(
     """
     data = read_bytes(path, max_bytes=max_bytes)
     with _decoding(path, data):
-        with _open_image(path, data, max_pixels) as img:
-            declared_size, image_format = img.size, img.format or "unknown"
-            img.draft("L", DRAFT_SIZE)  # a no-op for everything but JPEG
-            img.load()
-            orientation = _orientation(img)  # after load: a PNG's eXIf may follow its pixels
-            gray = _to_gray(path, img)
+        img = _open_image(path, data, max_pixels)
+        declared_size, image_format = img.size, img.format or "unknown"
+        img.draft("L", DRAFT_SIZE)  # a no-op for everything but JPEG
+        img.load()
+        orientation = _orientation(img)  # after load: a PNG's eXIf may follow its pixels
+        gray = _to_gray(path, img)
         gray = _transpose(gray, orientation)
         small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS)
     width, height = _upright_size(declared_size, orientation)
@@ -170,7 +170,7 @@ def fingerprint(
     )
 
 
-def same_pixels(a: Path, b: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
+def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
     """True when two files decode to the same upright picture: equal size, equal pixels.
 
     Both are decoded in full (no draft) and compared in their shared mode, or as RGBA when the
@@ -198,7 +198,7 @@ def phash_bits(gray: Image.Image) -> int:
     return int.from_bytes(np.packbits(above).tobytes(), "big")
 
 
-def read_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def read_bytes(path: FilePath, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The whole content of a regular file, read without ever blocking on a FIFO or device.
 
     Raises MissingFile, UnreadableFile, EmptyFile or TooLarge naming the file.
@@ -222,7 +222,7 @@ def read_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     return data
 
 
-def _check_regular(path: Path, st: os.stat_result, max_bytes: int) -> None:
+def _check_regular(path: FilePath, st: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UnreadableFile(path, f"not a regular file ({_file_kind(st.st_mode)})")
     if st.st_size == 0:
@@ -231,7 +231,7 @@ def _check_regular(path: Path, st: os.stat_result, max_bytes: int) -> None:
         raise TooLarge(path, f"too large: {st.st_size:,} bytes, over the limit of {max_bytes:,}")
 
 
-def _read_fd(path: Path, fd: int, size_hint: int, max_bytes: int) -> bytes:
+def _read_fd(path: FilePath, fd: int, size_hint: int, max_bytes: int) -> bytes:
     chunks = [os.read(fd, size_hint + 1)]  # one read for a file that does not grow
     total = len(chunks[0])
     while chunks[-1]:
@@ -253,7 +253,7 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
-def _from_os_error(path: Path, error: OSError) -> FingerprintError:
+def _from_os_error(path: FilePath, error: OSError) -> FingerprintError:
     if error.errno in (errno.ENOENT, errno.ENOTDIR):
         return MissingFile(path, "no such file")
     if error.errno in (errno.EACCES, errno.EPERM):
@@ -264,7 +264,7 @@ def _from_os_error(path: Path, error: OSError) -> FingerprintError:
 
 
 @contextmanager
-def _decoding(path: Path, data: bytes) -> Iterator[None]:
+def _decoding(path: FilePath, data: bytes) -> Iterator[None]:
     """Turn whatever Pillow raises on bad bytes into a FingerprintError naming the file."""
     try:
         yield
@@ -289,30 +289,31 @@ def _looks_like_image(data: bytes) -> bool:
     return riff_webp or data[4:8] == b"ftyp"  # ftyp: the ISO boxes of HEIC and AVIF
 
 
-@contextmanager
-def _open_image(path: Path, data: bytes, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open (not decode) the image; refuse it when it declares more than max_pixels."""
+def _open_image(path: FilePath, data: bytes, max_pixels: int | None) -> Image.Image:
+    """Open (not decode) the image; refuse it when it declares more than max_pixels.
+
+    The source is in memory, so there is no file to close afterwards.
+    """
     with _warnings_lock, warnings.catch_warnings():
         # Our own check below is the limit; Pillow's warning would only print.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data), formats=_read_formats())
-    with img:
-        width, height = img.size
-        if max_pixels is not None and width * height > max_pixels:
-            reason = (
-                f"decompression bomb: {width}x{height} = {width * height:,} pixels,"
-                f" over the limit of {max_pixels:,}"
-            )
-            raise DecompressionBomb(path, reason)
-        yield img
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        reason = (
+            f"decompression bomb: {width}x{height} = {width * height:,} pixels,"
+            f" over the limit of {max_pixels:,}"
+        )
+        raise DecompressionBomb(path, reason)
+    return img
 
 
-def _decode_upright(path: Path, max_pixels: int | None) -> Image.Image:
+def _decode_upright(path: FilePath, max_pixels: int | None) -> Image.Image:
     data = read_bytes(path)
     with _decoding(path, data):
-        with _open_image(path, data, max_pixels) as img:
-            img.load()
-            return _transpose(img, _orientation(img))
+        img = _open_image(path, data, max_pixels)
+        img.load()
+        return _transpose(img, _orientation(img))
 
 
 def _orientation(img: Image.Image) -> int:
@@ -335,7 +336,7 @@ def _transpose(img: Image.Image, orientation: int) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
-def _to_gray(path: Path, img: Image.Image) -> Image.Image:
+def _to_gray(path: FilePath, img: Image.Image) -> Image.Image:
     """The loaded image as 8-bit grayscale: imagehash's convert('L'), but 16-bit is scaled.
 
     Pillow's convert('L') clips 16-bit values at 255, which would hash most 16-bit pictures

@@ -415,11 +415,13 @@ def test_bomb_over_the_default_limit_is_an_error_not_a_warning(tmp_path: Path) -
 
 def test_max_pixels_is_per_call(photo) -> None:
     path = photo("chelsea.png", fmt="PNG")
+    limit_before, filters_before = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
     with pytest.raises(DecompressionBomb, match="451x300 = 135,300 pixels"):
         fingerprint(path, max_pixels=100_000)
     with pytest.raises(DecompressionBomb):
         same_pixels(path, path, max_pixels=100_000)
     assert fingerprint(path).width == 451  # no global limit was left behind
+    assert (Image.MAX_IMAGE_PIXELS, warnings.filters) == (limit_before, filters_before)
 
 
 def test_max_bytes(photo) -> None:
