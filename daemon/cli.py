@@ -13,15 +13,24 @@ import sys
 from collections.abc import Callable
 
 from dupwatch.daemon.config import Config, load_config
+from dupwatch.daemon.exports import (
+    FORMATS,
+    emit_groups,
+    show_dedupe,
+    show_ignored,
+    show_newly_ignored,
+    show_undo,
+    show_unignored,
+)
 from dupwatch.daemon.render import (
     ProgressBar,
     dumps,
-    group_lines,
-    group_to_json,
     match_line,
     printable,
     query_to_json,
 )
+from dupwatch.daemon.report import open_in_browser, report_summary_line, write_report
+from dupwatch.daemon.splits import PairCount, across_splits, pair_counts, select_groups
 from dupwatch.index import (
     DupwatchError,
     FingerprintError,
@@ -31,6 +40,11 @@ from dupwatch.index import (
     default_index_path,
 )
 from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.ignore import group_paths, ignore, unignore
+from dupwatch.index.ignore import listed as ignored_pairs
+from dupwatch.index.index import KEEP_POLICIES
+from dupwatch.index.quarantine import dedupe, plan_dedupe, undo
+from dupwatch.index.sidecars import DEFAULT_SIDECARS
 
 EXIT_FOUND = 0
 EXIT_NONE = 1
@@ -80,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON")
+    grouping = grouping_options()
+    exports = argparse.ArgumentParser(add_help=False)
+    exports.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+    exports.add_argument("--format", choices=FORMATS, help="text, json, csv or imagededup")
 
     parser = argparse.ArgumentParser(
         prog="dupwatch",
@@ -99,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "index folders (incrementally) and print duplicate groups",
         matching,
         output,
+        grouping,
+        exports,
     )
     scan.add_argument("folders", nargs="+", metavar="DIR")
     scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
@@ -108,13 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("images", nargs="+", metavar="IMG")
 
-    command(
+    groups = command(
         "groups",
         cmd_groups,
         "every duplicate group in the index, with the copy to keep",
         matching,
         output,
+        grouping,
+        exports,
     )
+    groups.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    add_review_commands(command, matching, output, grouping)
     check = command("check", cmd_check, "verify the index's consistency", output)
     check.add_argument(
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
@@ -135,6 +159,65 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace unit files dupwatch did not write"
     )
     return parser
+
+
+def grouping_options() -> argparse.ArgumentParser:
+    """--across, --keep and --prefer: which groups, and which copy each one keeps."""
+    grouping = argparse.ArgumentParser(add_help=False)
+    grouping.add_argument(
+        "--across",
+        action="store_true",
+        help="only duplicates between different DIRs (or the config's splits): leakage",
+    )
+    grouping.add_argument(
+        "--keep", choices=KEEP_POLICIES, default="largest", help="which copy to keep"
+    )
+    grouping.add_argument(
+        "--prefer", action="append", default=[], metavar="DIR", help="keep the copy in DIR"
+    )
+    return grouping
+
+
+def add_review_commands(command: Callable, matching, output, grouping) -> None:
+    """report, dedupe, undo and ignore."""
+    sidecar = argparse.ArgumentParser(add_help=False)
+    sidecar.add_argument(
+        "--sidecar",
+        action="append",
+        metavar="PATTERN",
+        help="label file of an image, e.g. '{stem}.txt' (repeatable; default: "
+        ".txt, .xml, .json beside it and the YOLO labels/ folder)",
+    )
+    report = command(
+        "report",
+        cmd_report,
+        "write one HTML page showing every duplicate group",
+        matching,
+        grouping,
+        sidecar,
+    )
+    report.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    report.add_argument("--out", metavar="FILE", default="dupwatch-report.html")
+    report.add_argument("--open", action="store_true", help="open it in the web browser")
+    dedupe = command(
+        "dedupe",
+        cmd_dedupe,
+        "move every copy but the keeper to a quarantine folder",
+        matching,
+        output,
+        grouping,
+        sidecar,
+    )
+    dedupe.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    dedupe.add_argument("--to", required=True, metavar="QUARANTINE", help="where copies go")
+    dedupe.add_argument("--dry-run", action="store_true", help="print the moves, move nothing")
+    undo = command("undo", cmd_undo, "put back what a dedupe moved", output)
+    undo.add_argument("manifest", metavar="MANIFEST")
+    ignore = command("ignore", cmd_ignore, "remember that images are not duplicates", output)
+    ignore.add_argument("images", nargs="*", metavar="IMG")
+    ignore.add_argument("--group", metavar="IMG", help="every image of the group holding IMG")
+    ignore.add_argument("--list", action="store_true", help="list the ignored pairs")
+    ignore.add_argument("--remove", action="store_true", help="forget the pairs among IMG...")
 
 
 # Settings shared by the commands
@@ -174,6 +257,37 @@ def print_failures(failures: list[FingerprintError]) -> None:
         print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
 
 
+def output_format(args: argparse.Namespace) -> str:
+    if getattr(args, "format", None):
+        return args.format
+    return "json" if args.json else "csv" if getattr(args, "csv", False) else "text"
+
+
+def chosen_groups(
+    index: Index, args: argparse.Namespace, folders: list[bytes]
+) -> tuple[list[Group], list[PairCount]]:
+    """The groups --across/--keep/--prefer/--radius and the folders select, with the
+    across-folders pair counts (empty without --across)."""
+    config_splits = getattr(args.config_values, "splits", None)
+    splits = across_splits(args.across, folders, config_splits)
+    groups = select_groups(
+        index, folders, across=splits, radius=args.radius, keep=args.keep, prefer=args.prefer
+    )
+    return groups, pair_counts(groups, splits) if splits else []
+
+
+def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
+    configured = getattr(args.config_values, "sidecars", None)
+    return tuple(args.sidecar or configured or DEFAULT_SIDECARS)
+
+
+def index_if_any(args: argparse.Namespace) -> Index | None:
+    """The index when one exists (undo still works without it)."""
+    if not os.path.exists(os.path.join(index_path(args), "data.mdb")):
+        return None
+    return open_index(args)
+
+
 # Commands
 
 
@@ -186,7 +300,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         bar = ProgressBar("hashing")
         report = index.update(folders, workers=args.workers, progress=bar)
         bar.finish()
-        groups = [g for g in index.groups(args.radius) if touches(g, folders)]
+        groups, pairs = chosen_groups(index, args, folders)
     summary = {
         "seen": report.seen,
         "hashed": report.hashed,
@@ -195,11 +309,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         "failed": [{"path": e.path, "error": e.reason} for e in report.failed],
         "groups": len(groups),
     }
-    if args.json:
-        print(dumps({"groups": [group_to_json(g) for g in groups], "summary": summary}))
-    else:
-        for group in groups:
-            print("\n".join(group_lines(group)))
+    emit_groups(groups, output_format(args), pairs=pairs, extra={"summary": summary})
     print_failures(report.failed)
     print(
         f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
@@ -274,13 +384,54 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_groups(args: argparse.Namespace) -> int:
     with existing_index(args) as index:
-        groups = index.groups(args.radius)
-    if args.json:
-        print(dumps({"groups": [group_to_json(g) for g in groups]}))
-    else:
-        for group in groups:
-            print("\n".join(group_lines(group)))
+        groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
+    emit_groups(groups, output_format(args), pairs=pairs)
     return EXIT_FOUND if groups else EXIT_NONE
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
+    summary = write_report(groups, args.out, pairs=pairs, sidecars=sidecar_patterns(args))
+    print(summary.out)
+    print(report_summary_line(summary), file=sys.stderr)
+    if args.open and not open_in_browser(summary.out):
+        print(f"dupwatch: no web browser found; open {summary.out} yourself", file=sys.stderr)
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def cmd_dedupe(args: argparse.Namespace) -> int:
+    folders = [absolute(f) for f in args.folders]
+    with existing_index(args) as index:
+        groups, _ = chosen_groups(index, args, folders)
+        roots = [*index.roots(), *folders]
+        plan = plan_dedupe(groups, args.to, roots=roots, sidecars=sidecar_patterns(args))
+        result = None if args.dry_run else dedupe(index, plan)
+    show_dedupe(plan, result, as_json=args.json)
+    if result is not None and result.failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if plan.moves else EXIT_NONE
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    index = index_if_any(args)
+    try:
+        result = undo(args.manifest, index)
+    finally:
+        if index is not None:
+            index.close()
+    show_undo(result, as_json=args.json)
+    return EXIT_ERROR if result.refused else EXIT_FOUND
+
+
+def cmd_ignore(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        if args.list:
+            return show_ignored(ignored_pairs(index), as_json=args.json)
+        if args.remove:
+            return show_unignored(unignore(index, args.images), as_json=args.json)
+        images = group_paths(index, args.group) if args.group else args.images
+        return show_newly_ignored(ignore(index, images), as_json=args.json)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
