@@ -27,6 +27,7 @@ from jeepney.io.blocking import open_dbus_connection
 from PIL import Image
 
 from dupwatch.daemon import notify, protocol
+from dupwatch.daemon.client import DaemonNotRunning, call
 from dupwatch.daemon.notify import Burst, alert_body, alert_summary, thumbnail
 from dupwatch.daemon.server import Server
 
@@ -299,8 +300,11 @@ class AlertService:
         assert self.server is not None
         self._run(self.server.close())
 
+    def has_subscriber(self) -> bool:
+        return bool(self.server and self.server.subscribers)
+
     def wait_for_subscriber(self) -> None:
-        wait_until(lambda: self.server and self.server.subscribers, "the bridge to subscribe")
+        wait_until(self.has_subscriber, "the bridge to subscribe")
 
     def publish(self, event: dict[str, Any]) -> None:
         assert self.server is not None
@@ -358,16 +362,25 @@ def photos(photo: Any) -> Photos:
 
 
 @contextmanager
-def running_bridge(service: AlertService, address: str, folder: Path) -> Iterator[Bridge]:
-    """The real `dupwatch notify`, subscribed to `service`, on the session bus at `address`."""
+def running_bridge(
+    socket_path: Path, subscribed: Callable[[], Any], address: str, folder: Path
+) -> Iterator[Bridge]:
+    """The real `dupwatch notify` on the session bus at `address`, subscribed to the service."""
     env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address, "XDG_CACHE_HOME": str(folder)}
     folder.mkdir(exist_ok=True)
     log = (folder / "bridge.log").open("w")
     process = subprocess.Popen(
-        [DUPWATCH, "notify", "--socket", str(service.path)], env=env, stderr=log, text=True
+        [DUPWATCH, "notify", "--socket", str(socket_path)], env=env, stderr=log, text=True
     )
+
+    def ready() -> Any:
+        if process.poll() is not None:
+            log.flush()
+            raise AssertionError(f"dupwatch notify ended: {(folder / 'bridge.log').read_text()}")
+        return subscribed()
+
     try:
-        service.wait_for_subscriber()
+        wait_until(ready, "the bridge to subscribe")
         yield Bridge(process, folder / "bridge.log")
     finally:
         process.terminate()
@@ -383,7 +396,8 @@ class Bridge:
 
 @pytest.fixture
 def bridge(service: AlertService, session: Session, tmp_path: Path) -> Iterator[Bridge]:
-    with running_bridge(service, session.address, tmp_path / "cache") as running:
+    cache = tmp_path / "cache"
+    with running_bridge(service.path, service.has_subscriber, session.address, cache) as running:
         yield running
 
 
@@ -474,7 +488,10 @@ def test_it_comes_back_with_the_session_bus(
     folder = short_dir()
     desktop = Session(folder, display)
     try:
-        with running_bridge(service, desktop.address, tmp_path / "cache") as bridge:
+        subscribed = service.has_subscriber
+        with running_bridge(
+            service.path, subscribed, desktop.address, tmp_path / "cache"
+        ) as bridge:
             desktop.stop()
             wait_until(lambda: "unreachable" in bridge.log.read_text(), "the bridge to notice")
             desktop.start()
@@ -484,3 +501,45 @@ def test_it_comes_back_with_the_session_bus(
     finally:
         desktop.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@needs_desktop
+def test_a_copy_dropped_into_a_watched_folder_pops_up(
+    session: Session, photo: Any, tmp_path: Path
+) -> None:
+    """The whole path: `dupwatch daemon` sees the file, `dupwatch notify` shows it in dunst."""
+    labels = Path(photo.folder) / "labels"
+    labels.mkdir()
+    picture = photo.image("chelsea.png")
+    photo.save(picture, "labels/cat_0001.jpg")
+    folder = short_dir()
+    socket_path = folder / "dupwatch.sock"
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    command = [DUPWATCH, "daemon", "--index", str(tmp_path / "index")]
+    command += ["--socket", str(socket_path), str(labels)]
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen(command, env=env, stderr=log)
+    try:
+
+        def subscribers() -> int:
+            try:
+                return call("status", socket_path)["subscribers"]
+            except DaemonNotRunning:
+                return 0
+
+        cache = tmp_path / "cache"
+        with running_bridge(socket_path, subscribers, session.address, cache):
+            before = len(session.shown)
+            photo.save(picture.resize((300, 200)), "labels/cat_0412.jpg", quality=80)
+            shown = session.wait_for("Duplicate: cat_0412.jpg", after=before)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert re.fullmatch(
+        rf"near-duplicate of <b>cat_0001.jpg</b> \(distance \d+\)\nin {labels}", shown.body
+    )
+    assert shown.icon.startswith(f"file://{cache}/dupwatch/thumbs/")
