@@ -19,7 +19,9 @@ from dupwatch.index.errors import (
     TruncatedImage,
     UnreadableFile,
 )
-from dupwatch.index.fingerprint import Fingerprint, fingerprint, same_pixels
+
+# The function fingerprint() is not re-exported: it would hide the module of the same name.
+from dupwatch.index.fingerprint import Fingerprint, same_pixels
 from dupwatch.index.index import (
     DEFAULT_RADIUS,
     AddResult,
@@ -59,7 +61,6 @@ __all__ = [
     "UnreadableFile",
     "UpdateReport",
     "default_index_path",
-    "fingerprint",
     "hamming",
     "keeper_rank",
     "same_pixels",
