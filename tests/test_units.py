@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dupwatch.daemon import units
+from dupwatch.daemon.client import Client, call
 from dupwatch.daemon.units import UNITS, UnitConflict
+from dupwatch.index.errors import DupwatchError
 
 REPO = Path(__file__).resolve().parent.parent
 DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
@@ -216,3 +225,150 @@ def test_unit_conflict_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "dupwatch.socket").write_text("[Socket]\nListenStream=/x\n")
     with pytest.raises(UnitConflict, match="dupwatch.socket: exists and was not written"):
         units.install(tmp_path, ["/bin/true"], index_dir=tmp_path / "index")
+
+
+# The units under a real systemd --user manager
+
+
+MANAGER_SCRIPT = """
+set -e
+mount --make-rprivate /
+mount --bind /run /run
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/system /run/systemd/inaccessible
+cd /run/systemd/inaccessible
+mkdir dir; touch reg; mkfifo fifo; mknod chr c 0 0; mknod blk b 0 0
+python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("sock")'
+chmod 0 dir reg fifo chr blk sock
+cd /
+exec /lib/systemd/systemd --user
+"""
+
+
+class UserManager:
+    """A private `systemd --user`, as a desktop session has, for trying the units for real.
+
+    It runs in a mount namespace of its own where /run/systemd/system exists (systemd --user
+    will not start without it), /run is a mount point (as on a booted machine; MountAPIVFS=
+    would hide it otherwise) and /run/systemd/inaccessible holds the nodes PID 1 would have
+    made for masking paths. Its runtime folder is under /run: PrivateTmp= hides /tmp.
+    """
+
+    def __init__(self, config_home: Path) -> None:
+        self.runtime = Path(tempfile.mkdtemp(dir="/run", prefix="dwsd"))
+        self.env = {
+            **os.environ,
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_CONFIG_HOME": str(config_home),
+        }
+        self.env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        self.process = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", MANAGER_SCRIPT],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: self.systemctl("list-units").returncode == 0, "systemd --user")
+
+    def systemctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["systemctl", "--user", "--no-pager", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def property(self, unit: str, name: str) -> str:
+        return self.systemctl("show", "-p", name, "--value", unit).stdout.strip()
+
+    def close(self) -> None:
+        self.systemctl("stop", "dupwatch.service", "dupwatch.socket")
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=30)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+can_run_a_user_manager = pytest.mark.skipif(
+    os.geteuid() != 0
+    or not os.path.exists("/lib/systemd/systemd")
+    or not shutil.which("unshare")
+    or not shutil.which("systemctl"),
+    reason="needs root (for a private mount namespace), systemd and util-linux",
+)
+
+
+@pytest.fixture
+def user_manager(tmp_path: Path) -> Iterator[UserManager]:
+    manager = UserManager(tmp_path / "config")
+    yield manager
+    manager.close()
+
+
+@can_run_a_user_manager
+def test_hardened_service_runs_under_systemd(user_manager: UserManager, photo: Any) -> None:
+    """Socket activation, READY, the watchdog and an alert, inside the unit's sandbox."""
+    env = user_manager.env
+    root = user_manager.runtime  # readable inside the sandbox, unlike /tmp
+    index = root / "index"
+    result = dupwatch("service", "install", env={**env, "DUPWATCH_INDEX": str(index)})
+    assert result.returncode == 0, result.stderr
+    # There is no journal here: keep the service's log in a file, and fail instead of retrying.
+    drop_in = unit_dir(env) / "dupwatch.service.d" / "test.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(f"[Service]\nStandardError=append:{root}/daemon.log\nRestart=no\n")
+    labels = root / "labels"
+    labels.mkdir()
+    picture = photo.image("chelsea.png")
+    picture.save(labels / "cat_0001.jpg", quality=90)
+    assert user_manager.systemctl("daemon-reload").returncode == 0
+    assert user_manager.systemctl("start", "dupwatch.socket").returncode == 0
+    assert user_manager.property("dupwatch.service", "ActiveState") == "inactive"
+
+    # The first connection starts the service (socket activation).
+    watch = dupwatch("watch", str(labels), env=env)
+    log = root / "daemon.log"
+    assert watch.returncode == 0, watch.stderr + (log.read_text() if log.exists() else "")
+    assert user_manager.property("dupwatch.service", "ActiveState") in ("activating", "active")
+    wait_until(
+        lambda: user_manager.property("dupwatch.service", "ActiveState") == "active",
+        "READY=1",
+    )
+    assert user_manager.property("dupwatch.service", "StatusText").startswith("watching ")
+    assert user_manager.property("dupwatch.service", "WatchdogUSec") == "1min"
+    assert user_manager.property("dupwatch.service", "WatchdogTimestampMonotonic") != "0"
+    pid = user_manager.property("dupwatch.service", "MainPID")
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    assert re.search(r"^Seccomp:\s+2$", status, re.M), "SystemCallFilter= is in force"
+
+    alerts: queue.Queue[dict[str, Any]] = queue.Queue()
+    socket_path = root / "dupwatch" / "dupwatch.sock"
+
+    def follow() -> None:
+        with contextlib.suppress(OSError, DupwatchError):
+            for event in Client(socket_path).subscribe():
+                alerts.put(event)
+
+    threading.Thread(target=follow, daemon=True).start()
+    wait_until(lambda: call("status", socket_path)["subscribers"] == 1, "the subscription")
+    picture.resize((300, 200)).save(labels / "cat_0412.jpg", quality=80)
+    event = alerts.get(timeout=60)
+    assert event["event"] == "duplicate" and event["path"] == str(labels / "cat_0412.jpg")
+    assert event["matches"][0]["path"] == str(labels / "cat_0001.jpg")
+    assert (index / "data.mdb").exists(), "the index is written where ReadWritePaths= allows"
