@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -476,6 +477,29 @@ def test_cli_watch_status_query_and_fallback(daemon: Daemon, tmp_path: Path) -> 
     assert direct.returncode == 0 and direct.stdout == query.stdout  # same answer, no service
     down = cli("status")
     assert down.returncode == 2 and "dupwatch daemon" in down.stderr
+
+
+def test_cli_alerts_follows_the_stream(daemon: Daemon, tmp_path: Path) -> None:
+    photo("chelsea.png").save(daemon.root / "cat.jpg", quality=90)
+    daemon.start()
+    follower = subprocess.Popen(
+        daemon.command("alerts", "--json"), env=daemon.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: daemon.status()["subscribers"] == 1, what="dupwatch alerts")
+        photo("chelsea.png").resize((200, 150)).save(tmp_path / "small.png")
+        shutil.copy(tmp_path / "small.png", daemon.root / "thumb.png")
+        assert follower.stdout is not None
+        ready, _, _ = select.select([follower.stdout], [], [], TIMEOUT_S)
+        assert ready, "dupwatch alerts printed nothing"
+        line = follower.stdout.readline()
+        alert = protocol.decode_line(line.encode())
+        assert alert["event"] == "duplicate" and alert["path"] == str(daemon.root / "thumb.png")
+        assert alert["matches"][0]["path"] == str(daemon.root / "cat.jpg")
+    finally:
+        follower.terminate()
+        follower.wait(TIMEOUT_S)
+    assert daemon.stop() == 0
 
 
 # Watch limit and lost roots
