@@ -281,8 +281,13 @@ class Writer:
         return True
 
     def _reconcile(self, job: Reconcile) -> None:
-        found = plan(self.index, job.folders, ignore=self.ignore)
-        job.removed = self.index.remove_many(found.gone)
+        try:
+            found = plan(self.index, job.folders, ignore=self.ignore)
+            job.removed = self.index.remove_many(found.gone)
+        except Exception:
+            log.exception("reconciling %s failed", b", ".join(job.folders).decode(errors="replace"))
+            job.done.set_result(job)  # whoever waits for it (READY) must not wait forever
+            return
         self.stats.removed += job.removed
         job.unchanged = found.unchanged
         for path in found.to_hash:

@@ -317,6 +317,37 @@ def test_sigkill_mid_burst_then_restart_loses_nothing(daemon: Daemon, tmp_path: 
     assert daemon.stop() == 0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (the forkserver and the hashing workers)."""
+    found = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True)
+        children = [int(p) for p in out.stdout.split()]
+        found += children
+        pending += children
+    return found
+
+
+def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
+    daemon.start()
+    assert daemon.process is not None
+    workers = wait_for(
+        lambda: len(descendants(daemon.process.pid)) >= 3 and descendants(daemon.process.pid),
+        what="the forkserver and two workers",
+    )
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    rng = random.Random(7)
+    for i in range(5):
+        tiny_png(daemon.root / f"after{i}.png", rng)
+    status = daemon.wait_files(5)
+    assert status["hashed"] == 5 and status["failed"] == 0
+    assert "a hashing process died" in daemon.output()
+    assert daemon.stop() == 0
+
+
 # Lifecycle
 
 
