@@ -348,6 +348,32 @@ def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
     assert daemon.stop() == 0
 
 
+def test_inotify_overflow_is_reconciled(daemon: Daemon) -> None:
+    """A real kernel queue overflow: the service is stopped (SIGSTOP) while more events than
+    max_queued_events arrive; the images written last lose their events and must still be
+    indexed, by the reconciliation the overflow triggers."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 40_000:
+        pytest.skip(f"max_queued_events is {limit}: too many events to make in a test")
+    daemon.start()
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGSTOP)
+    try:
+        junk = daemon.root / "junk.part"  # ignored by name: 3 events a round, no hashing
+        for _ in range(limit // 3 + 100):
+            junk.write_bytes(b"x")
+            junk.unlink()
+        rng = random.Random(11)
+        for i in range(50):
+            tiny_png(daemon.root / f"lost{i:02d}.png", rng)
+    finally:
+        daemon.process.send_signal(signal.SIGCONT)
+    daemon.wait_files(50)
+    assert "Inotify queue overflowed" in daemon.output()
+    assert len(daemon.indexed()) == 50
+    assert daemon.stop() == 0
+
+
 # Lifecycle
 
 
