@@ -81,7 +81,7 @@ def write_report(
 ) -> ReportSummary:
     """Write the report to `out` (whole or not at all: a temporary file renamed into place)."""
     records = [r for g in groups for r in (g.keep, *(m.record for m in g.members))]
-    paths = [r.path for r in records]
+    paths = list(dict.fromkeys(r.path for r in records))
     thumbs = dict(zip(paths, thumbnails(paths, workers), strict=True))
     data = [_group_json(n, g, thumbs, sidecars) for n, g in enumerate(groups, 1)]
     summary = _summary(groups, data, Path(out).absolute())
@@ -168,7 +168,7 @@ def render_page(
         f"dedupe would free {html.escape(human_size(summary.freed_bytes))}"
     )
     if summary.label_conflicts:
-        head += f" &middot; {summary.label_conflicts} groups whose labels differ"
+        head += f" &middot; {_count(summary.label_conflicts, 'group')} whose labels differ"
     return _PAGE.format(
         title=html.escape(title),
         summary=head,
@@ -317,5 +317,9 @@ def report_summary_line(summary: ReportSummary) -> str:
         f"{human_size(summary.freed_bytes)}"
     )
     if summary.label_conflicts:
-        line += f"; {summary.label_conflicts} groups whose labels differ"
+        line += f"; {_count(summary.label_conflicts, 'group')} whose labels differ"
     return line
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
