@@ -24,8 +24,10 @@ from PIL import Image
 from dupwatch.daemon import protocol
 from dupwatch.daemon.client import Client, DaemonNotRunning
 from dupwatch.daemon.config import ConfigError, load_config, runtime_dir
+from dupwatch.daemon.ops import readable_by
 from dupwatch.daemon.remote import query_via_service
-from dupwatch.index import Index
+from dupwatch.daemon.server import Peer
+from dupwatch.index import Index, MissingFile
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 DUPWATCH = shutil.which("dupwatch") or "dupwatch"
@@ -600,6 +602,20 @@ def test_root_that_disappears_and_comes_back_is_reconciled(daemon: Daemon) -> No
     photo("camera.png").save(daemon.root / "c.jpg", quality=90)  # and it is watched again
     daemon.wait_files(3)
     assert daemon.stop() == 0
+
+
+def test_query_paths_only_for_what_the_peer_could_read(tmp_path: Path) -> None:
+    picture = tmp_path / "private.jpg"
+    photo("camera.png").save(picture, quality=90)
+    me = Peer(pid=1, uid=os.getuid(), gid=os.getgid())
+    stranger = Peer(pid=1, uid=65534, gid=65534)
+    os.chmod(picture, 0o600)
+    assert readable_by(str(picture), me)
+    assert readable_by(str(picture), stranger) is (stranger.uid == 0)
+    os.chmod(picture, 0o644)
+    assert readable_by(str(picture), stranger)
+    with pytest.raises(MissingFile):
+        readable_by(str(tmp_path / "gone.jpg"), me)
 
 
 # Config
