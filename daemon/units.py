@@ -112,6 +112,7 @@ Environment=PYTHONUNBUFFERED=1
 Restart=on-failure
 RestartSec=5
 CacheDirectory=dupwatch
+CacheDirectoryMode=0700
 # Light: an "open folder" click may start a file manager as a child of this service.
 NoNewPrivileges=yes
 LockPersonality=yes

@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,11 @@ def test_unit_conflict_names_the_file(tmp_path: Path) -> None:
 
 
 MANAGER_SCRIPT = """
+# A cgroup of its own in every hierarchy: two managers in one would kill each other's units.
+for hierarchy in /sys/fs/cgroup/*/; do
+    mkdir -p "$hierarchy$CGROUP_NAME" 2>/dev/null &&
+        echo $$ > "$hierarchy$CGROUP_NAME/cgroup.procs" 2>/dev/null || true
+done
 set -e
 mount --make-rprivate /
 mount --bind /run /run
@@ -264,7 +270,7 @@ class UserManager:
         self.env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         self.process = subprocess.Popen(
             ["unshare", "--mount", "sh", "-c", MANAGER_SCRIPT],
-            env=self.env,
+            env={**self.env, "CGROUP_NAME": self.runtime.name},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -285,14 +291,20 @@ class UserManager:
         return self.systemctl("show", "-p", name, "--value", unit).stdout.strip()
 
     def close(self) -> None:
-        self.systemctl("stop", "dupwatch.service", "dupwatch.socket")
-        self.process.terminate()
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(timeout=30)
-        shutil.rmtree(self.runtime, ignore_errors=True)
+            self.systemctl("stop", "dupwatch.service", "dupwatch.socket")
+        finally:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+            for cgroup in Path("/sys/fs/cgroup").glob(f"*/{self.runtime.name}"):
+                for folder in sorted(cgroup.glob("**/"), key=lambda p: -len(p.parts)):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
@@ -367,8 +379,13 @@ def test_hardened_service_runs_under_systemd(user_manager: UserManager, photo: A
 
     threading.Thread(target=follow, daemon=True).start()
     wait_until(lambda: call("status", socket_path)["subscribers"] == 1, "the subscription")
+    wait_until(lambda: call("status", socket_path)["files"] == 1, "the original to be indexed")
     picture.resize((300, 200)).save(labels / "cat_0412.jpg", quality=80)
-    event = alerts.get(timeout=60)
+    try:
+        event = alerts.get(timeout=60)
+    except queue.Empty:
+        state = call("status", socket_path)
+        raise AssertionError(f"no alert; status {state}; log:\n{log.read_text()}") from None
     assert event["event"] == "duplicate" and event["path"] == str(labels / "cat_0412.jpg")
     assert event["matches"][0]["path"] == str(labels / "cat_0001.jpg")
     assert (index / "data.mdb").exists(), "the index is written where ReadWritePaths= allows"
