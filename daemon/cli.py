@@ -178,7 +178,12 @@ def grouping_options() -> argparse.ArgumentParser:
     return grouping
 
 
-def add_review_commands(command: Callable, matching, output, grouping) -> None:
+def add_review_commands(
+    command: Callable[..., argparse.ArgumentParser],
+    matching: argparse.ArgumentParser,
+    output: argparse.ArgumentParser,
+    grouping: argparse.ArgumentParser,
+) -> None:
     """report, dedupe, undo and ignore."""
     sidecar = argparse.ArgumentParser(add_help=False)
     sidecar.add_argument(

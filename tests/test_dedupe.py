@@ -114,12 +114,14 @@ def test_dedupe_moves_the_copies_and_undo_brings_every_byte_back(
 
     # The index followed: the moved copies are gone from it, so no group is left.
     assert dupwatch("groups", index=index).returncode == 1
+    assert dupwatch("check", index=index).returncode == 0
 
     undo = dupwatch("undo", manifest, index=index)
     assert undo.returncode == 0, undo.stderr
     assert snapshot(pics) == before
     assert "4 files restored" in undo.stderr
     assert len(json.loads(dupwatch("groups", "--json", index=index).stdout)["groups"]) == 2
+    assert dupwatch("check", index=index).returncode == 0
     assert [p.name for p in quarantine.iterdir()] == [manifest.name]  # emptied folders go
 
     again = dupwatch("undo", manifest, index=index)  # a second undo changes nothing

@@ -24,6 +24,7 @@ from PIL import Image
 
 from dupwatch.daemon.report import PAGE_SIZE, write_report
 from dupwatch.index import FileRecord, Group, Kind, Match
+from dupwatch.index.sidecars import find_sidecars, labels_of
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 DUPWATCH = shutil.which("dupwatch") or "dupwatch"
@@ -297,3 +298,27 @@ def test_open_hands_the_file_to_the_browser(report: Path, pics: Path, tmp_path: 
         assert time.monotonic() < deadline, "the browser was never started"
         time.sleep(0.05)
     assert opened.read_text().strip() == out.as_uri()
+
+
+def test_label_files_of_every_kind_are_read(tmp_path: Path) -> None:
+    image = tmp_path / "images" / "val" / "x.jpg"
+    image.parent.mkdir(parents=True)
+    photo("coffee.png").save(image)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val" / "x.txt").write_text("2 0.1 0.1 0.2 0.2\n2 0.5 0.5 0.1 0.1\n")
+    (image.parent / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><object><name>cup</name></object>"
+        "<object><name>saucer</name></object></annotation>"
+    )
+    (image.parent / "x.json").write_text(json.dumps({"shapes": [{"label": "cup", "points": []}]}))
+    (image.parent / "x.png").write_bytes(b"")  # another image with the stem: never a label
+    found = find_sidecars(bytes(image))
+    assert [os.path.relpath(p, tmp_path) for p in map(os.fsdecode, found)] == [
+        "images/val/x.json",
+        "images/val/x.xml",
+        "labels/val/x.txt",
+    ]
+    assert labels_of(found) == {"2": 2, "cup": 2, "saucer": 1}
+    (image.parent / "x.xml").write_text("<annotation><object>")  # broken: skipped, not fatal
+    assert labels_of(found) == {"2": 2, "cup": 1}
+    assert labels_of([]) is None
