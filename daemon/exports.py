@@ -106,7 +106,9 @@ def dedupe_summary(plan: DedupePlan, result: DedupeResult | None) -> str:
     freed = human_size(sum(m.size for m in images))
     labels = len(moves) - len(images)
     verb = "would move" if result is None else "moved"
-    return f"{verb} {len(images)} copies ({freed}) and {labels} label files"
+    copies = f"{len(images)} copy" if len(images) == 1 else f"{len(images)} copies"
+    label_files = f"{labels} label file" if labels == 1 else f"{labels} label files"
+    return f"{verb} {copies} ({freed}) and {label_files}"
 
 
 def plan_to_json(plan: DedupePlan, result: DedupeResult | None) -> dict:
