@@ -26,6 +26,7 @@ from dupwatch.daemon.protocol import duplicate_event
 from dupwatch.daemon.render import printable
 from dupwatch.daemon.server import Server
 from dupwatch.daemon.watcher import Change, ChangeKind, Watcher, folders_under, limit_warning
+from dupwatch.daemon.worker import exit_with
 from dupwatch.daemon.writer import Reconcile, Writer
 from dupwatch.index import AddResult, Index, IndexLocked, default_index_path
 from dupwatch.index.folders import absolute, is_under
@@ -153,8 +154,13 @@ class Service:
         """Hashing processes, forked from a clean server process: never from this one, which
         has the LMDB environment open."""
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["dupwatch.index.fingerprint"])
-        pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+        context.set_forkserver_preload(["dupwatch.index.fingerprint", "dupwatch.daemon.worker"])
+        pool = ProcessPoolExecutor(
+            self.config.workers,
+            mp_context=context,
+            initializer=exit_with,
+            initargs=(os.getpid(),),
+        )
         for _ in range(self.config.workers):
             pool.submit(os.getpid)  # start the workers now, not on the first photo
         return pool

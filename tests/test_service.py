@@ -308,8 +308,12 @@ def test_sigkill_mid_burst_then_restart_loses_nothing(daemon: Daemon, tmp_path: 
     daemon.start()
     subprocess.run(["cp", "-r", f"{staging}/.", str(daemon.root)], check=True)
     wait_for(lambda: daemon.status()["hashed"] >= 50, what="the burst to be under way")
+    assert daemon.process is not None
+    helpers = descendants(daemon.process.pid)
     daemon.kill()
     assert daemon.check() == []  # a crash leaves whole files only
+    # Its hashing processes and forkserver do not outlive it.
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in helpers), 30, "orphans")
 
     daemon.start()
     status = daemon.wait_files(count)

@@ -1,0 +1,46 @@
+"""What runs in the service's hashing processes besides the hashing itself: dying with it.
+
+Kept tiny on purpose: every worker imports this module (and not the service's).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+
+POLL_S = 1.0
+
+
+def exit_with(service_pid: int) -> None:
+    """Worker initializer: end this process when the service process `service_pid` ends.
+
+    A ProcessPoolExecutor worker holds its own call queue open, and every forkserver child
+    keeps the forkserver alive, so a service killed with SIGKILL would leave its workers and
+    forkserver behind forever. Under systemd the cgroup is killed whole; elsewhere, this.
+    """
+    threading.Thread(target=_watch, args=(service_pid,), name="exit-with", daemon=True).start()
+
+
+def _watch(service_pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(service_pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # readable once the process has exited
+        os._exit(0)
+    while _alive(service_pid):
+        time.sleep(POLL_S)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
