@@ -39,7 +39,7 @@ from dupwatch.index import (
     StoreError,
     default_index_path,
 )
-from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.folders import absolute
 from dupwatch.index.ignore import group_paths, ignore, unignore
 from dupwatch.index.ignore import listed as ignored_pairs
 from dupwatch.index.index import KEEP_POLICIES
@@ -249,12 +249,6 @@ def existing_index(args: argparse.Namespace) -> Index:
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
     return open_index(args, readonly=not os.access(path, os.W_OK))
-
-
-def touches(group: Group, folders: list[bytes]) -> bool:
-    """True when a file of the group lies under one of the folders."""
-    records = [group.keep, *(m.record for m in group.members)]
-    return any(is_under(r.path, folder) for r in records for folder in folders)
 
 
 def print_failures(failures: list[FingerprintError]) -> None:
