@@ -1,5 +1,9 @@
 """Fingerprints of image files: a blake2b digest of the bytes and a 64-bit pHash of the pixels.
 
+The pHash is imagehash.phash's, of the picture inside its uniform borders (letterbox bars and
+padding are trimmed on a small thumbnail first). The fingerprint also carries the pHash of the
+picture's eight orientations and of a few sub-regions, which --transforms rotate,flip,crop use.
+
 Imports Pillow, numpy and (lazily) scipy.fftpack; starts no threads, opens no sockets.
 """
 
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dupwatch.index import transforms
 from dupwatch.index.errors import (
     DecompressionBomb,
     EmptyFile,
@@ -64,7 +69,8 @@ HASH_PARAMS: dict[str, Any] = {
     "draft": "L 256x256",
     "exif_transpose": True,
     "gray16": "scaled",
-    "version": 1,
+    "trim": "uniform borders",
+    "version": 2,
 }
 
 IMAGE_SUFFIXES = frozenset(
@@ -118,7 +124,9 @@ class Fingerprint:
 
     `bits` is the unsigned 64-bit pHash (imagehash's bit order), `digest` the 16-byte blake2b
     of the file's bytes, `width`/`height` the upright size, `format` Pillow's format name,
-    `size` the file's length in bytes.
+    `size` the file's length in bytes. `orientations` holds the pHash of the picture turned
+    back by each of transforms.ORIENTATION_NAMES (the first is `bits`), `crops` the pHash of
+    each of transforms.CROP_REGIONS.
     """
 
     bits: int
@@ -127,6 +135,12 @@ class Fingerprint:
     height: int
     format: str
     size: int
+    orientations: tuple[int, ...] = ()
+    crops: tuple[int, ...] = ()
+
+    def oriented(self, name: str) -> int:
+        """The pHash of the picture turned back by orientation `name` ("rot90", ...)."""
+        return self.orientations[transforms.ORIENTATION_NAMES.index(name)]
 
 
 def is_image_name(name: str | bytes) -> bool:
@@ -158,16 +172,52 @@ def fingerprint(
         orientation = _orientation(img)  # after load: a PNG's eXIf may follow its pixels
         gray = _to_gray(path, img)
         gray = _transpose(gray, orientation)
-        small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS)
+        hashes = picture_hashes(gray)
     width, height = _upright_size(declared_size, orientation)
     return Fingerprint(
-        bits=phash_bits(small),
+        bits=hashes.orientations[0],
         digest=hashlib.blake2b(data, digest_size=16).digest(),
         width=width,
         height=height,
         format=image_format,
         size=len(data),
+        orientations=hashes.orientations,
+        crops=hashes.crops,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PictureHashes:
+    orientations: tuple[int, ...]  # in transforms.ORIENTATION_NAMES order; [0] is the pHash
+    crops: tuple[int, ...]  # in transforms.CROP_REGIONS order
+    box: tuple[float, float, float, float]  # the picture inside its borders, in gray's pixels
+
+
+def picture_hashes(gray: Image.Image) -> PictureHashes:
+    """Every hash of one upright 8-bit grayscale picture.
+
+    Borders are found on a ~128 px box-reduced thumbnail, then the pHash input (32x32) is
+    resampled from `gray` inside them: without borders this is imagehash.phash(gray) exactly.
+    The orientations are turns of that 32x32 input; the crop hashes come from the thumbnail.
+    """
+    factor = transforms.thumbnail_factor(gray.size)
+    thumb = gray.reduce(factor) if factor > 1 else gray
+    left, top, right, bottom = transforms.border_box(np.asarray(thumb))
+    box = (
+        float(left * factor),
+        float(top * factor),
+        float(min(right * factor, gray.width)),
+        float(min(bottom * factor, gray.height)),
+    )
+    small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS, box=box)
+    pixels = np.asarray(small)
+    turned = tuple(phash_bits(undo(pixels)) for undo in transforms.ORIENTATIONS.values())
+    crops = tuple(
+        phash_bits(thumb.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS,
+                                box=region))
+        for region in transforms.crop_boxes((left, top, right, bottom))
+    )  # fmt: skip
+    return PictureHashes(turned, crops, box)
 
 
 def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
@@ -185,8 +235,8 @@ def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MA
     return upright_a.tobytes() == upright_b.tobytes()
 
 
-def phash_bits(gray: Image.Image) -> int:
-    """imagehash.phash's 64 bits of a 32x32 grayscale image, as an unsigned int.
+def phash_bits(gray: Image.Image | NDArray[Any]) -> int:
+    """imagehash.phash's 64 bits of a 32x32 grayscale image (or its array), as an unsigned int.
 
     The same scipy DCT, the same 8x8 low-frequency block, the same median threshold, so the
     result equals int(str(imagehash.phash(gray)), 16).

@@ -1,0 +1,144 @@
+"""Geometric helpers of the hash: uniform-border trimming, the eight orientations, crop regions.
+
+Everything here works on small grayscale pictures (the 32x32 hash input, or a ~128 px
+thumbnail of the drafted decode), never on a full-size image: it must cost a fraction of
+the decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom, in pixels
+
+# The transforms a user can ask dupwatch to see through (`--transforms rotate,flip,crop`).
+TRANSFORM_OPTIONS = ("rotate", "flip", "crop")
+
+# The eight orientations of a picture, named by what turns the indexed picture into the
+# query: "rot90" means the query is the matched file turned 90 degrees counter-clockwise.
+# Each function maps a query array back to the matched picture's orientation (the inverse).
+ORIENTATIONS: dict[str, Callable[[NDArray[Any]], NDArray[Any]]] = {
+    "identity": lambda a: a,
+    "rot90": lambda a: np.rot90(a, -1),
+    "rot180": lambda a: np.rot90(a, 2),
+    "rot270": lambda a: np.rot90(a, 1),
+    "flip_lr": np.fliplr,
+    "flip_tb": np.flipud,
+    "transpose": lambda a: a.T,
+    "transverse": lambda a: np.rot90(a, 2).T,
+}
+ORIENTATION_NAMES = tuple(ORIENTATIONS)
+_ROTATIONS = ("rot90", "rot180", "rot270")
+_MIRRORS = ("flip_lr", "flip_tb")
+
+# Border trimming: a line of the thumbnail is border when nearly all of its pixels are
+# within _BORDER_TOLERANCE of the border's colour (JPEG noise stays well inside that).
+_BORDER_TOLERANCE = 2  # of 0-255, on the box-averaged thumbnail: bars are flat, skies are not quite
+_BORDER_SHARE = 1.0
+_MIN_KEPT = 0.5  # trim nothing when less than this share of a side would remain
+_TRIM_PASSES = 3  # a border of a second colour inside the first (white mat in black bars)
+THUMBNAIL_SIDE = 128  # the shorter side of the analysis thumbnail, at least
+
+# Crop candidates: sub-regions of the (trimmed) picture, as (left, top, width, height) in
+# fractions of it. 80% windows on a 3x3 grid catch a 20% crop anywhere within 6% of its
+# side; 90% windows in the corners catch milder ones.
+CROP_REGIONS: tuple[Box, ...] = tuple(
+    (x, y, 0.8, 0.8) for y in (0.0, 0.1, 0.2) for x in (0.0, 0.1, 0.2)
+) + tuple((x, y, 0.9, 0.9) for y in (0.0, 0.1) for x in (0.0, 0.1))
+
+
+class TransformError(ValueError):
+    """A --transforms value names something dupwatch cannot undo."""
+
+
+def parse_transforms(value: str | Iterable[str] | None) -> frozenset[str]:
+    """A set of TRANSFORM_OPTIONS from "rotate,flip" or a list; TransformError names a bad one."""
+    if value is None:
+        return frozenset()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    chosen = frozenset(name.strip() for name in names if name.strip())
+    unknown = sorted(chosen - set(TRANSFORM_OPTIONS))
+    if unknown:
+        raise TransformError(
+            f"unknown transform {unknown[0]!r}; choose from {', '.join(TRANSFORM_OPTIONS)}"
+        )
+    return chosen
+
+
+def orientations_for(transforms: Iterable[str]) -> tuple[str, ...]:
+    """The orientation names (other than identity) that `transforms` asks to query."""
+    chosen = set(transforms)
+    rotate, flip = "rotate" in chosen, "flip" in chosen
+    if rotate and flip:
+        return ORIENTATION_NAMES[1:]
+    return (_ROTATIONS if rotate else ()) + (_MIRRORS if flip else ())
+
+
+def thumbnail_factor(size: tuple[int, int]) -> int:
+    """The box-reduction factor that leaves the shorter side at least THUMBNAIL_SIDE."""
+    return max(1, min(size) // THUMBNAIL_SIDE)
+
+
+def border_box(thumb: NDArray[Any]) -> tuple[int, int, int, int]:
+    """The picture inside uniform borders (letterbox bars, padding, a mat) of a grayscale
+    thumbnail, as (left, top, right, bottom).
+
+    The whole thumbnail when there are no borders, and also when what the borders hold is not
+    clearly a picture of its own: less than half of a side would remain, or the remainder is
+    itself mostly the border's colour (a dark photo's black background is not a letterbox).
+    """
+    height, width = thumb.shape
+    pixels = thumb.astype(np.int16)
+    left, top, right, bottom = 0, 0, width, height
+    colours: list[float] = []
+    for _ in range(_TRIM_PASSES):
+        before = (left, top, right, bottom)
+        top += _border_lines(pixels[top:bottom, left:right], colours)
+        bottom -= _border_lines(pixels[top:bottom, left:right][::-1], colours)
+        left += _border_lines(pixels[top:bottom, left:right].T, colours)
+        right -= _border_lines(pixels[top:bottom, left:right].T[::-1], colours)
+        if (left, top, right, bottom) == before:
+            break
+    whole = (0, 0, width, height)
+    if right - left < _MIN_KEPT * width or bottom - top < _MIN_KEPT * height:
+        return whole
+    if colours and _border_coloured_share(pixels[top:bottom, left:right], colours) > 0.5:
+        return whole
+    return left, top, right, bottom
+
+
+def _border_lines(rows: NDArray[Any], colours: list[float]) -> int:
+    """How many leading rows are all one colour, the colour of the first row (noted in
+    `colours` when there are any)."""
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        return 0
+    colour = float(np.median(rows[0]))
+    uniform = (np.abs(rows - colour) <= _BORDER_TOLERANCE).mean(axis=1) >= _BORDER_SHARE
+    if not uniform[0]:
+        return 0
+    colours.append(colour)
+    failing = np.flatnonzero(~uniform)
+    return int(failing[0]) if failing.size else rows.shape[0]
+
+
+def _border_coloured_share(kept: NDArray[Any], colours: list[float]) -> float:
+    if kept.size == 0:
+        return 1.0
+    near = np.zeros(kept.shape, dtype=bool)
+    for colour in set(colours):
+        near |= np.abs(kept - colour) <= _BORDER_TOLERANCE
+    return float(near.mean())
+
+
+def crop_boxes(box: Box) -> list[Box]:
+    """CROP_REGIONS placed inside `box` (the trimmed picture), in the same pixel units."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
+    return [
+        (left + x * width, top + y * height, left + (x + w) * width, top + (y + h) * height)
+        for x, y, w, h in CROP_REGIONS
+    ]
