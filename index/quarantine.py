@@ -136,9 +136,20 @@ def plan_dedupe(
                 f"{os.fsdecode(target)}: the quarantine lies inside {os.fsdecode(root)}, "
                 "so the moved copies would be indexed again; choose a folder outside it"
             )
+        if is_under(root, target):
+            raise QuarantineError(
+                f"{os.fsdecode(target)}: the quarantine holds {os.fsdecode(root)}, "
+                "the folder the copies come from; choose a folder outside it"
+            )
     plan = DedupePlan(target)
     taken: set[bytes] = set()
     for number, group in enumerate(groups, 1):
+        if is_under(group.keep.path, target):
+            plan.notes.append(
+                f"{group.keep.fspath}: the copy to keep is in the quarantine; "
+                f"group {number} left alone"
+            )
+            continue
         if not _is_current(group.keep):
             plan.notes.append(
                 f"{group.keep.fspath}: the copy to keep changed or is gone since it was "
@@ -352,6 +363,18 @@ def move_file(source: bytes, dest: bytes, *, expected: bytes | None = None) -> N
     os.unlink(source)
 
 
+def _link_or_rename(partial: bytes, dest: bytes) -> None:
+    """Give the checked copy its name, without replacing a file that appeared meanwhile."""
+    try:
+        os.link(partial, dest)
+    except FileExistsError:
+        raise PathTaken(f"{os.fsdecode(dest)}: a file is already there") from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        _rename_if_free(partial, dest)  # FAT and other file systems without hard links
+
+
 def _rename_if_free(source: bytes, dest: bytes) -> None:
     if os.path.lexists(dest):
         raise PathTaken(f"{os.fsdecode(dest)}: a file is already there")
@@ -369,12 +392,10 @@ def _copy_check_remove(source: bytes, dest: bytes, expected: bytes | None) -> No
         if file_digest(partial) != copied:
             raise QuarantineError(f"{os.fsdecode(dest)}: the copy does not match its source")
         shutil.copystat(source, partial)
-        try:
-            os.link(partial, dest)  # never replaces a file that appeared meanwhile
-        except FileExistsError:
-            raise PathTaken(f"{os.fsdecode(dest)}: a file is already there") from None
+        _link_or_rename(partial, dest)  # never replaces a file that appeared meanwhile
     finally:
-        os.unlink(partial)  # our own temporary copy, never a user's file
+        if os.path.lexists(partial):
+            os.unlink(partial)  # our own temporary copy, never a user's file
     _fsync_folder(os.path.dirname(dest))
     os.unlink(source)
 

@@ -244,6 +244,8 @@ def test_a_quarantine_inside_the_folder_is_refused(pics: Path, index: Path) -> N
     assert result.returncode == 2
     assert "the quarantine lies inside" in result.stderr
     assert not (pics / "dupes").exists()
+    around = dupwatch("dedupe", "--to", pics.parent, pics, index=index)
+    assert around.returncode == 2 and "the quarantine holds" in around.stderr
 
 
 @pytest.fixture
