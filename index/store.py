@@ -73,6 +73,12 @@ class FileRecord:
     width: int
     height: int
     format: str
+    # Of the fully decoded pixels; computed only when needed to tell a `pixel` match.
+    pixel_digest: bytes = bytes(16)
+
+    @property
+    def has_pixel_digest(self) -> bool:
+        return self.pixel_digest != bytes(16)
 
     @property
     def fspath(self) -> str:
@@ -84,7 +90,7 @@ class FileRecord:
         return self.width * self.height
 
 
-_RECORD = struct.Struct("<QQQqQ16sIIB")
+_RECORD = struct.Struct("<QQQqQ16s16sIIB")
 
 
 def encode_record(record: FileRecord) -> bytes:
@@ -96,6 +102,7 @@ def encode_record(record: FileRecord) -> bytes:
         record.mtime_ns,
         record.bits,
         record.digest,
+        record.pixel_digest,
         record.width,
         record.height,
         len(fmt),
@@ -104,11 +111,15 @@ def encode_record(record: FileRecord) -> bytes:
 
 
 def decode_record(file_id: int, raw: bytes) -> FileRecord:
-    dev, ino, size, mtime_ns, bits, digest, width, height, fmt_len = _RECORD.unpack_from(raw)
+    dev, ino, size, mtime_ns, bits, digest, pixels, width, height, fmt_len = _RECORD.unpack_from(
+        raw
+    )
     fmt_end = _RECORD.size + fmt_len
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
-    return FileRecord(file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt)
+    return FileRecord(
+        file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels
+    )
 
 
 @dataclass(frozen=True, slots=True)

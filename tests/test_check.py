@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import skimage
 from PIL import Image
 
-from dupwatch.index import Index, IndexMismatch, StoreError
+from dupwatch.index import FileRecord, Index, IndexMismatch, StoreError
 from dupwatch.index.store import SCHEMA_VERSION, TABLES, u64
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -97,16 +98,31 @@ def test_other_hash_parameters_need_a_reindex(indexed: tuple[Path, Path]) -> Non
         assert len(ix.groups()) == 3
 
 
-def build_schema_1(index: Path, pics: Path) -> None:
-    """The layout of schema 1: no `failed` table and no recorded pair radius."""
+def schema_1_record(record: FileRecord) -> bytes:
+    """A file record as schema 1 wrote it: no pixel digest."""
+    head = struct.pack(
+        "<QQQqQ16sIIB",
+        *(record.dev, record.ino, record.size, record.mtime_ns, record.bits, record.digest),
+        *(record.width, record.height, len(record.format)),
+    )
+    return head + record.format.encode() + record.path
+
+
+def build_schema_1(index: Path, pics: Path) -> list[FileRecord]:
+    """The layout of schema 1: records without a pixel digest, no `failed` table and no
+    recorded pair radius."""
     with Index.open(index) as ix:
         ix.update([pics], workers=1)
+        records = list(ix.files())
     env, dbs = raw_env(index)
     with env.begin(write=True) as txn:
+        for record in records:
+            txn.put(u64(record.id), schema_1_record(record), db=dbs[b"files"])
         txn.put(b"schema", b"1", db=dbs[b"meta"])
         txn.delete(b"pair_radius", db=dbs[b"meta"])
         txn.drop(dbs[b"failed"], delete=True)
     env.close()
+    return records
 
 
 def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
@@ -116,12 +132,13 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
     img.save(pics / "a.jpg")
     img.resize((100, 100)).save(pics / "b.jpg")
     index = tmp_path / "index"
-    build_schema_1(index, pics)
+    before = build_schema_1(index, pics)
 
     with pytest.raises(StoreError, match="needs upgrading"):
         Index.open(index, readonly=True)
     with Index.open(index) as ix:  # writable: migrates
         assert ix.check() == []
+        assert list(ix.files()) == before  # every field read back through the new layout
         assert len(ix.groups()) == 1
     env, dbs = raw_env(index)
     with env.begin() as txn:
