@@ -39,12 +39,14 @@ from dupwatch.index import (
     StoreError,
     default_index_path,
 )
+from dupwatch.index.compare import compare
 from dupwatch.index.folders import absolute
 from dupwatch.index.ignore import group_paths, ignore, unignore
 from dupwatch.index.ignore import listed as ignored_pairs
-from dupwatch.index.index import KEEP_POLICIES
+from dupwatch.index.index import DEFAULT_RADIUS, KEEP_POLICIES
 from dupwatch.index.quarantine import dedupe, plan_dedupe, undo
 from dupwatch.index.sidecars import DEFAULT_SIDECARS
+from dupwatch.index.transforms import parse_transforms
 
 EXIT_FOUND = 0
 EXIT_NONE = 1
@@ -91,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     matching = argparse.ArgumentParser(add_help=False)
     matching.add_argument(
         "--radius", type=int, metavar="N", help="largest Hamming distance (of 64 bits) to match"
+    )
+    matching.add_argument(
+        "--transforms",
+        metavar="LIST",
+        help="also match copies turned, mirrored or cropped: any of rotate,flip,crop",
     )
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON")
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
     add_review_commands(command, matching, output, grouping)
+    compare = command(
+        "compare", cmd_compare, "how two images compare under each hash; calibrate --radius",
+        matching, output,
+    )  # fmt: skip
+    compare.add_argument("images", nargs=2, metavar="IMG")
     check = command("check", cmd_check, "verify the index's consistency", output)
     check.add_argument(
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
@@ -230,7 +242,11 @@ def add_review_commands(
 
 def settings(args: argparse.Namespace) -> Config:
     radius = getattr(args, "radius", None)
-    return args.config_values.replace(index=args.index, socket=args.socket, radius=radius)
+    given = getattr(args, "transforms", None)
+    transforms = tuple(parse_transforms(given)) if given is not None else None
+    return args.config_values.replace(
+        index=args.index, socket=args.socket, radius=radius, transforms=transforms
+    )
 
 
 def index_path(args: argparse.Namespace) -> str:
@@ -240,7 +256,9 @@ def index_path(args: argparse.Namespace) -> str:
 
 def open_index(args: argparse.Namespace, *, readonly: bool = False) -> Index:
     config = settings(args)
-    return Index.open(index_path(args), radius=config.radius, readonly=readonly)
+    return Index.open(
+        index_path(args), radius=config.radius, readonly=readonly, transforms=config.transforms
+    )
 
 
 def existing_index(args: argparse.Namespace) -> Index:
@@ -267,7 +285,7 @@ def chosen_groups(
 ) -> tuple[list[Group], list[PairCount]]:
     """The groups --across/--keep/--prefer/--radius and the folders select, with the
     across-folders pair counts (empty without --across)."""
-    config_splits = getattr(args.config_values, "splits", None)
+    config_splits = args.config_values.splits
     splits = across_splits(args.across, folders, config_splits)
     groups = select_groups(
         index, folders, across=splits, radius=args.radius, keep=args.keep, prefer=args.prefer
@@ -276,7 +294,7 @@ def chosen_groups(
 
 
 def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
-    configured = getattr(args.config_values, "sidecars", None)
+    configured = args.config_values.sidecars
     return tuple(args.sidecar or configured or DEFAULT_SIDECARS)
 
 
@@ -353,6 +371,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found else EXIT_NONE
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    config = settings(args)
+    radius = DEFAULT_RADIUS if config.radius is None else config.radius
+    result = compare(*args.images, radius=radius, transforms=config.transforms)
+    print(dumps(result.to_json()) if args.json else "\n".join(result.lines()))
+    return EXIT_FOUND if result.matches else EXIT_NONE
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:

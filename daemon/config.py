@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dupwatch.daemon.splits import check_splits
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import DEFAULT_IGNORE
+from dupwatch.index.transforms import TransformError, parse_transforms
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,11 @@ class Config:
     index: Path | None = None  # None: dupwatch.index.default_index_path()
     socket: Path | None = None  # None: default_socket_path()
     radius: int | None = None  # None: the index's own default
+    transforms: tuple[str, ...] = ()  # also match turned/mirrored/cropped copies
     roots: tuple[Path, ...] = ()  # watched in addition to the roots stored in the index
+    # Named folders of a dataset split (train, val, ...): a duplicate across two is a leak.
+    splits: dict[str, Path] = field(default_factory=dict)
+    sidecars: tuple[str, ...] | None = None  # label files that travel with their image
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     subscriber_queue: int = 1000
@@ -109,7 +115,10 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "index": str,
     "socket": str,
     "radius": int,
+    "transforms": list,
     "watch": list,
+    "splits": dict,
+    "sidecars": list,
     "ignore": list,
     "workers": int,
     "subscriber_queue": int,
@@ -170,6 +179,18 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
         values["roots"] = tuple(_resolve(base, str(p)) for p in values.pop("watch"))
     if "ignore" in values:
         values["ignore"] = tuple(str(g) for g in values["ignore"])
+    if "splits" in values:
+        try:
+            values["splits"] = check_splits(file, values["splits"])
+        except DupwatchError as error:
+            raise ConfigError(str(error)) from None
+    if "sidecars" in values:
+        values["sidecars"] = tuple(str(p) for p in values["sidecars"])
+    if "transforms" in values:
+        try:
+            values["transforms"] = tuple(sorted(parse_transforms(map(str, values["transforms"]))))
+        except TransformError as error:
+            raise ConfigError(f"{file}: transforms: {error}") from None
     for key in ("workers", "subscriber_queue", "rescan_interval_s"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{file}: {key} must be positive, not {values[key]}")

@@ -25,6 +25,7 @@ from dupwatch.daemon.ops import Ops
 from dupwatch.daemon.protocol import duplicate_event
 from dupwatch.daemon.render import printable
 from dupwatch.daemon.server import Server
+from dupwatch.daemon.splits import split_leaks
 from dupwatch.daemon.watcher import Change, ChangeKind, Watcher, folders_under, limit_warning
 from dupwatch.daemon.worker import exit_with
 from dupwatch.daemon.writer import Reconcile, Writer
@@ -306,6 +307,10 @@ class Service:
     def _announce(self, result: AddResult) -> None:
         """Called by the writer for each stored file that duplicates something."""
         event = duplicate_event(result.record.fspath, [m.to_json() for m in result.matches])
+        leaks = split_leaks(self.config.splits, result.record.path, result.matches)
+        if leaks:
+            event["leaks"] = leaks  # "leak: val/x.jpg duplicates train/y.jpg"
+            log.warning("%s", "; ".join(leaks))
         self.recent_alerts.append(event)
         self.server.publish(event)
         best = result.matches[0]

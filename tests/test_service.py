@@ -202,6 +202,28 @@ def test_resized_copy_alerts_and_unrelated_photo_does_not(daemon: Daemon, tmp_pa
     assert daemon.stop() == 0
 
 
+def test_an_alert_across_splits_names_the_leak(daemon: Daemon, tmp_path: Path) -> None:
+    (daemon.root / "train").mkdir()
+    (daemon.root / "val").mkdir()
+    with open(daemon.config, "a") as config:
+        config.write('[splits]\ntrain = "w/train"\nval = "w/val"\n')
+    photo("rocket.jpg").save(daemon.root / "train" / "rocket.jpg", quality=92)
+    daemon.start()
+    stream = subscribe(daemon)
+    staged = tmp_path / "rocket_small.jpg"
+    photo("rocket.jpg").resize((300, 200)).save(staged, quality=80)
+    shutil.copy(staged, daemon.root / "val" / "new.jpg")
+    alert = next_event(stream)
+    assert alert["path"] == str(daemon.root / "val" / "new.jpg")
+    assert alert["leaks"] == ["leak: val/new.jpg duplicates train/rocket.jpg"]
+    assert "leak: val/new.jpg duplicates train/rocket.jpg" in daemon.output()
+    shutil.copy(staged, daemon.root / "val" / "again.jpg")  # within one split: no leak
+    alert = next_event(stream)
+    assert alert["path"] == str(daemon.root / "val" / "again.jpg")
+    assert alert["leaks"] == ["leak: val/again.jpg duplicates train/rocket.jpg"]
+    assert all("val/new.jpg" not in leak for leak in alert["leaks"])
+
+
 def test_slow_write_and_part_rename_are_hashed_once(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start()
     photo("chelsea.png").save(tmp_path / "chelsea.jpg", quality=90)
