@@ -351,7 +351,7 @@ class Writer:
             if self._check_and_batch(done.path, outcome, done.st):
                 return  # settled once it is stored
         elif isinstance(outcome, FingerprintError):
-            self._failed(outcome)
+            self._failed(outcome, done.st)
         self._settle(done.path)
 
     def _check_and_batch(self, path: bytes, fp: Fingerprint, st_before: os.stat_result) -> bool:
@@ -381,7 +381,7 @@ class Writer:
         self._known.add(path)
         self._waiting.append(path)
 
-    def _failed(self, error: FingerprintError) -> None:
+    def _failed(self, error: FingerprintError, st: os.stat_result | None = None) -> None:
         if isinstance(error, MissingFile):
             return  # deleted before it could be read: nothing to say
         self.stats.failed += 1
@@ -390,6 +390,8 @@ class Writer:
         path = os.fsencode(error.path)
         if self.index.get(path) is not None and self.index.remove(path):
             self.stats.removed += 1  # its old fingerprint no longer describes it
+        if st is not None:  # not read again, at a restart either, until it changes
+            self.index.record_failures([(path, st, error.reason)])
 
     def _settle(self, *paths: bytes) -> None:
         """These paths are done (stored, failed or gone): a reconciliation may be complete."""

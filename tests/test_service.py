@@ -283,13 +283,16 @@ def test_renames_moves_deletes_and_a_folder_moved_in(daemon: Daemon, tmp_path: P
 def test_restart_hashes_nothing_and_reconciles_what_changed(daemon: Daemon) -> None:
     for name in ("astronaut.png", "coffee.png", "rocket.jpg"):
         photo(name).save(daemon.root / f"{Path(name).stem}.jpg", quality=90)
+    (daemon.root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
     daemon.start()
-    assert daemon.status()["hashed"] == 3
+    status = daemon.status()
+    assert status["hashed"] == 3 and status["failed"] == 1
     assert daemon.stop() == 0
 
     daemon.start()
     status = daemon.status()
     assert status["hashed"] == 0 and status["files"] == 3  # nothing changed: nothing hashed
+    assert status["failed"] == 0  # the broken file is remembered, not read again
     assert daemon.stop() == 0
 
     photo("camera.png").save(daemon.root / "new.jpg", quality=90)  # added while down
