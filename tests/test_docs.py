@@ -1,0 +1,56 @@
+"""The README stays true: every command and socket operation is in it, and its examples run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dupwatch.daemon.cli import build_parser
+from dupwatch.daemon.protocol import OPS, ErrorCode
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def commands() -> list[str]:
+    parser = build_parser()
+    [subparsers] = [a for a in parser._actions if a.dest == "command"]
+    return list(subparsers.choices)
+
+
+def test_every_command_is_documented() -> None:
+    missing = [name for name in commands() if f"dupwatch {name}" not in README]
+    assert missing == []
+
+
+def test_every_socket_operation_and_error_code_is_documented() -> None:
+    assert [op for op in OPS if f'"op":"{op}"' not in README.replace(" ", "")] == []
+    assert [code for code in ErrorCode if f"`{code}`" not in README] == []
+
+
+def test_the_two_setup_commands_are_there() -> None:
+    assert "pip install . && dupwatch scan" in README
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    test_command = re.search(r"^sudo (apt-get install .*) && pip install", README, re.M)
+    assert test_command is not None
+    packages = test_command.group(1).split()[3:]
+    assert all(package in ci for package in packages)  # CI installs what the README says
+
+
+def test_the_library_example_runs(tmp_path: Path, photo) -> None:
+    block = re.search(r"## The library\n\n```python\n(.*?)```", README, re.S)
+    assert block is not None
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    type(photo)(labels)("astronaut.png")  # the same fixture, writing into labels/
+    incoming = photo("astronaut.png", size=(128, 128), filename="new.jpg")
+    code = (
+        block.group(1)
+        .replace('"/tmp/my-index"', repr(str(tmp_path / "index")))
+        .replace('"/data/labels"', repr(str(labels)))
+        .replace('"/tmp/new.jpg"', repr(str(incoming)))
+        .replace('"/tmp/tree"', repr(str(tmp_path / "tree")))
+    )
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["tree"].find(0x0F0F, 1) == [(0, 3855), (1, 3854)]
+    assert namespace["report"].hashed == 1
