@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -29,12 +30,17 @@ from dupwatch.daemon.splits import split_leaks
 from dupwatch.daemon.watcher import Change, ChangeKind, Watcher, folders_under, limit_warning
 from dupwatch.daemon.worker import exit_with
 from dupwatch.daemon.writer import Reconcile, Writer
-from dupwatch.index import AddResult, Index, IndexLocked, default_index_path
+from dupwatch.index import AddResult, Index, IndexLocked, StoreError, default_index_path
+from dupwatch.index.check import quick_check
 from dupwatch.index.folders import absolute, is_under
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "daemon.lock"
+REPAIR_FAILED = (
+    "the index is damaged beyond a repair; `dupwatch check` lists what is wrong. To start "
+    "over, move the index folder aside and start the service again on the folders"
+)
 STATUS_EVERY_S = 1.0
 
 
@@ -108,11 +114,37 @@ class Service:
         try:
             self.index = Index.open(self.index_path, radius=self.config.radius)
             try:
+                await asyncio.to_thread(self._check_index)
                 await self._serve()
             finally:
                 self.index.close()
         finally:
             lock.release()
+
+    def _check_index(self) -> None:
+        """The cheap check at start. A damaged index is repaired, not refused: the derived
+        tables are rebuilt from the file records (nothing hashed, nothing lost), where a
+        refusal would only restart-loop under systemd until someone ran that same repair.
+
+        Raises StoreError when the index is still inconsistent after the repair.
+        """
+        problems = quick_check(self.index)
+        if not problems:
+            return
+        log.warning(
+            "%s: the index is inconsistent (%s); rebuilding its tables from the file records",
+            self.index_path,
+            "; ".join(problems),
+        )
+        systemd.notify("STATUS=repairing the index")
+        try:
+            self.index.repair()
+        except (struct.error, ValueError) as exc:  # a file record itself: nothing to rebuild from
+            raise StoreError(f"{self.index_path}: {REPAIR_FAILED} (a file record: {exc})") from None
+        left = quick_check(self.index)
+        if left:
+            raise StoreError(f"{self.index_path}: {REPAIR_FAILED} ({'; '.join(left)})")
+        log.warning("%s: the index is repaired", self.index_path)
 
     async def _serve(self) -> None:
         for root in self.new_roots:

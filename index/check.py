@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from dupwatch.index.store import from_u64, path_key, u64
+from dupwatch.index.store import FileRecord, decode_record, from_u64, path_key, u64
 
 if TYPE_CHECKING:
+    import lmdb
+
     from dupwatch.index.index import Index
 
 
@@ -56,3 +59,63 @@ def check_index(index: Index) -> list[str]:
         if records and max(records) >= next_id:
             problems.append(f"meta: next file id {next_id} is not above every file id")
     return problems
+
+
+def quick_check(index: Index) -> list[str]:
+    """The cheap half of check_index, for the service's start; [] when nothing is seen wrong.
+
+    Compares the entry counts LMDB keeps for each table (files, by_path, by_hash, by_digest
+    must agree), the tree's count with the distinct hashes of by_hash (a walk of that table's
+    keys only, ~80 ms per million), the next file id with the last one, and the derived
+    entries of the last file record. An entry that points at the wrong file is left to
+    check_index, which reads every table.
+    """
+    store = index.store
+    dbs = store.dbs
+    problems: list[str] = []
+    with store.read() as txn:
+        files = txn.stat(dbs[b"files"])["entries"]
+        for table in (b"by_path", b"by_hash", b"by_digest"):
+            entries = txn.stat(dbs[table])["entries"]
+            if entries != files:
+                problems.append(f"{table.decode()}: {entries} entries for {files} files")
+        keys = txn.cursor(db=dbs[b"by_hash"]).iternext_nodup(keys=True, values=False)
+        distinct = sum(1 for _ in keys)
+        try:
+            record = _last_record(txn, dbs[b"files"])
+        except (struct.error, ValueError) as exc:
+            problems.append(f"files: the last record cannot be read ({exc})")
+            record = None
+        next_id = from_u64(store.get_meta(txn, b"next_id") or u64(1))
+        if record is not None:
+            problems += _missing_entries(txn, dbs, record)
+            if record.id >= next_id:
+                problems.append(f"meta: next file id {next_id} is not above file id {record.id}")
+    tree = len(index.tree)
+    if tree != distinct:
+        problems.append(f"tree: holds {tree} hashes, by_hash {distinct}")
+    if record is not None and record.bits not in index.tree:
+        problems.append(f"tree: hash {record.bits:016x} of file {record.id} is missing")
+    return problems
+
+
+def _last_record(txn: lmdb.Transaction, files: object) -> FileRecord | None:
+    cursor = txn.cursor(db=files)
+    if not cursor.last():
+        return None
+    return decode_record(from_u64(bytes(cursor.key())), bytes(cursor.value()))
+
+
+def _missing_entries(txn: lmdb.Transaction, dbs: dict, record: FileRecord) -> list[str]:
+    """The derived entries of `record` that are not there."""
+    wanted = {
+        b"by_path": path_key(record.path),
+        b"by_hash": u64(record.bits),
+        b"by_digest": record.digest,
+    }
+    value = u64(record.id)
+    return [
+        f"{table.decode()}: file {record.id} is missing ({key.hex()})"
+        for table, key in wanted.items()
+        if not txn.cursor(db=dbs[table]).set_key_dup(key, value)
+    ]
