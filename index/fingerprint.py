@@ -70,6 +70,7 @@ HASH_PARAMS: dict[str, Any] = {
     "exif_transpose": True,
     "gray16": "scaled",
     "trim": "uniform borders",
+    "crop_regions": len(transforms.CROP_REGIONS),
     "version": 2,
 }
 
@@ -218,6 +219,20 @@ def picture_hashes(gray: Image.Image) -> PictureHashes:
         for region in transforms.crop_boxes((left, top, right, bottom))
     )  # fmt: skip
     return PictureHashes(turned, crops, box)
+
+
+def comparison_picture(
+    path: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """The upright grayscale picture inside its uniform borders, drafted like fingerprint():
+    what a closer comparison (crop confirmation) looks at. Raises a FingerprintError subclass."""
+    data = read_bytes(path)
+    with _decoding(path, data):
+        img = _open_image(path, data, max_pixels)
+        img.draft("L", DRAFT_SIZE)
+        img.load()
+        gray = _transpose(_to_gray(path, img), _orientation(img))
+        return gray.crop(tuple(round(v) for v in picture_hashes(gray).box))
 
 
 def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:

@@ -17,6 +17,7 @@ import lmdb
 
 from dupwatch.index.bktree import BKTree
 from dupwatch.index.check import check_index
+from dupwatch.index.crops import CropTable
 from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, UnreadableFile
 from dupwatch.index.fingerprint import HASH_PARAMS, Fingerprint, fingerprint, same_pixels
 from dupwatch.index.folders import absolute, is_under
@@ -32,6 +33,8 @@ from dupwatch.index.store import (
     path_key,
     u64,
 )
+from dupwatch.index.transformed import transformed_matches
+from dupwatch.index.transforms import parse_transforms
 from dupwatch.index.update import Plan, Progress, UpdateReport, plan, rehash, update
 
 log = logging.getLogger(__name__)
@@ -58,11 +61,16 @@ class Match:
     distance: int
     kind: Kind
     is_self: bool = False
+    # How the query is the matched picture transformed ("rot90", "flip_lr", "crop", ...),
+    # None when it is the picture as it is. See dupwatch.index.transforms.
+    transform: str | None = None
 
     def to_json(self) -> dict:
         out = {"path": self.record.fspath, "distance": self.distance, "kind": str(self.kind)}
         if self.is_self:
             out["self"] = True
+        if self.transform:
+            out["transform"] = self.transform
         return out
 
 
@@ -129,10 +137,15 @@ def _check_radius(radius: int) -> int:
 class Index:
     """The one object the rest of dupwatch uses to store and find images."""
 
-    def __init__(self, store: Store, radius: int) -> None:
+    def __init__(self, store: Store, radius: int, transforms: Iterable[str] = ()) -> None:
         self.store = store
         self.radius = _check_radius(radius)
         self.tree = BKTree(store.env, db=store.dbs[b"tree"])
+        # Which transformed copies new files and queries are also matched against.
+        self.transforms = parse_transforms(transforms)
+        self.crop_table = (
+            CropTable(store.folder, readonly=store.readonly) if "crop" in self.transforms else None
+        )
         if not store.readonly:
             with store.read() as txn:
                 known = store.get_meta(txn, b"pair_radius") is not None
@@ -147,20 +160,24 @@ class Index:
         radius: int | None = None,
         readonly: bool = False,
         check_params: bool = True,
+        transforms: Iterable[str] = (),
     ) -> Index:
         """Open the index in `path` (created when missing unless `readonly`).
 
         `check_params=False` opens an index made with other hash parameters, for reindex().
+        `transforms` ("rotate", "flip", "crop") also matches turned, mirrored or cropped copies.
         """
         folder = os.fspath(path) if path is not None else default_index_path()
         store = Store(folder, hash_params=HASH_PARAMS, readonly=readonly, check_params=check_params)
-        return cls(store, DEFAULT_RADIUS if radius is None else radius)
+        return cls(store, DEFAULT_RADIUS if radius is None else radius, transforms)
 
     @property
     def path(self) -> str:
         return self.store.folder
 
     def close(self) -> None:
+        if self.crop_table is not None:
+            self.crop_table.close()
         self.store.close()
 
     def __enter__(self) -> Index:
@@ -231,7 +248,22 @@ class Index:
                     found.append(Match(record, 0, Kind.EXACT, is_self=True))
                 else:
                     found.append(Match(record, distance, _kind(record, fp, path, distance)))
+        if fp is not None and self.transforms:
+            seen = {m.record.id for m in found} | {exclude}
+            found += self._transformed_matches(txn, fp, path, radius, seen)
         return sorted(found, key=_best_first)
+
+    def _transformed_matches(
+        self,
+        txn: lmdb.Transaction,
+        fp: Fingerprint,
+        path: bytes | None,
+        radius: int,
+        seen: set[int | None],
+    ) -> list[Match]:
+        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py)."""
+        found = transformed_matches(self, txn, fp, path, radius, seen)
+        return [Match(f.record, f.distance, Kind.NEAR, transform=f.transform) for f in found]
 
     # Writing: every call below runs in one write transaction.
 
@@ -289,6 +321,8 @@ class Index:
         txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
         txn.put(record.digest, key, db=dbs[b"by_digest"])
         self.tree.add(record.bits, txn=txn)
+        if self.crop_table is not None:
+            self.crop_table.add(record.id, fp.crops)
         for match in matches:
             if match.distance <= pair_radius:
                 self._put_pair(txn, record.id, Pair(match.record.id, match.distance, match.kind))

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from dupwatch.index.errors import DupwatchError
+
 Box = tuple[float, float, float, float]  # left, top, right, bottom, in pixels
 
 # The transforms a user can ask dupwatch to see through (`--transforms rotate,flip,crop`).
@@ -40,18 +42,21 @@ _MIRRORS = ("flip_lr", "flip_tb")
 _BORDER_TOLERANCE = 2  # of 0-255, on the box-averaged thumbnail: bars are flat, skies are not quite
 _BORDER_SHARE = 1.0
 _MIN_KEPT = 0.5  # trim nothing when less than this share of a side would remain
+_CENTRED_SLACK = 0.2  # opposite borders may differ by this share of the thicker one
 _TRIM_PASSES = 3  # a border of a second colour inside the first (white mat in black bars)
 THUMBNAIL_SIDE = 128  # the shorter side of the analysis thumbnail, at least
 
 # Crop candidates: sub-regions of the (trimmed) picture, as (left, top, width, height) in
-# fractions of it. 80% windows on a 3x3 grid catch a 20% crop anywhere within 6% of its
-# side; 90% windows in the corners catch milder ones.
-CROP_REGIONS: tuple[Box, ...] = tuple(
-    (x, y, 0.8, 0.8) for y in (0.0, 0.1, 0.2) for x in (0.0, 0.1, 0.2)
-) + tuple((x, y, 0.9, 0.9) for y in (0.0, 0.1) for x in (0.0, 0.1))
+# fractions of it. 80% windows on a 5x5 grid catch a 20% crop anywhere within 2.5% of the
+# picture's side (a coarser 3x3 grid left half of them too far off to hash alike); 90%
+# windows in the corners catch milder ones.
+_STEPS = (0.0, 0.05, 0.1, 0.15, 0.2)
+CROP_REGIONS: tuple[Box, ...] = tuple((x, y, 0.8, 0.8) for y in _STEPS for x in _STEPS) + tuple(
+    (x, y, 0.9, 0.9) for y in (0.0, 0.1) for x in (0.0, 0.1)
+)
 
 
-class TransformError(ValueError):
+class TransformError(DupwatchError, ValueError):
     """A --transforms value names something dupwatch cannot undo."""
 
 
@@ -104,11 +109,21 @@ def border_box(thumb: NDArray[Any]) -> tuple[int, int, int, int]:
         if (left, top, right, bottom) == before:
             break
     whole = (0, 0, width, height)
+    if not _centred(top, height - bottom):
+        top, bottom = 0, height
+    if not _centred(left, width - right):
+        left, right = 0, width
     if right - left < _MIN_KEPT * width or bottom - top < _MIN_KEPT * height:
         return whole
     if colours and _border_coloured_share(pixels[top:bottom, left:right], colours) > 0.5:
         return whole
     return left, top, right, bottom
+
+
+def _centred(before: int, after: int) -> bool:
+    """True when borders on two opposite sides are about as thick: letterbox bars and padding
+    centre the picture, while a dark or pale edge of a photo is on one side only."""
+    return abs(before - after) <= max(1, _CENTRED_SLACK * max(before, after))
 
 
 def _border_lines(rows: NDArray[Any], colours: list[float]) -> int:
