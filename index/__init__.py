@@ -24,6 +24,7 @@ from dupwatch.index.errors import (
 from dupwatch.index.fingerprint import Fingerprint, same_pixels
 from dupwatch.index.index import (
     DEFAULT_RADIUS,
+    KEEP_POLICIES,
     AddResult,
     Group,
     Index,
@@ -37,6 +38,7 @@ from dupwatch.index.update import Plan, UpdateReport
 
 __all__ = [
     "DEFAULT_RADIUS",
+    "KEEP_POLICIES",
     "AddResult",
     "BKTree",
     "DecompressionBomb",

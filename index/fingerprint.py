@@ -250,6 +250,23 @@ def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MA
     return upright_a.tobytes() == upright_b.tobytes()
 
 
+def pixel_digest(path: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """16 bytes of blake2b over the fully decoded upright pixels and their size.
+
+    Two files with equal pixel digests show the same pixels, whatever their bytes: the
+    index computes it at most once per file, and only when a same-size file with the same
+    perceptual hash but other bytes needs telling apart. 8-bit modes are compared as RGBA;
+    deeper ones (16-bit, float) by their own values, which RGBA would clip.
+    """
+    upright = _decode_upright(path, max_pixels)
+    if upright.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        upright = upright.convert("RGBA")
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{upright.mode} {upright.size[0]}x{upright.size[1]}".encode())
+    digest.update(upright.tobytes())
+    return digest.digest()
+
+
 def phash_bits(gray: Image.Image | NDArray[Any]) -> int:
     """imagehash.phash's 64 bits of a 32x32 grayscale image (or its array), as an unsigned int.
 

@@ -7,6 +7,7 @@ readers in other threads or processes run beside the one writer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,9 +20,14 @@ from dupwatch.index.bktree import BKTree
 from dupwatch.index.check import check_index
 from dupwatch.index.crops import CropTable
 from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, UnreadableFile
-from dupwatch.index.fingerprint import HASH_PARAMS, Fingerprint, fingerprint, same_pixels
-from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.fingerprint import (
+    HASH_PARAMS,
+    Fingerprint,
+    fingerprint,
+)
+from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
 from dupwatch.index.ignore import ignored_keys, is_ignored, pair_key
+from dupwatch.index.pixels import PixelDigests
 from dupwatch.index.store import (
     Failure,
     FileRecord,
@@ -141,6 +147,7 @@ class Index:
         self.store = store
         self.radius = _check_radius(radius)
         self.tree = BKTree(store.env, db=store.dbs[b"tree"])
+        self.pixels = PixelDigests(store)
         # Which transformed copies new files and queries are also matched against.
         self.transforms = parse_transforms(transforms)
         self.crop_table = (
@@ -235,7 +242,10 @@ class Index:
         radius: int,
         *,
         exclude: int | None = None,
+        writable: bool = False,
     ) -> list[Match]:
+        """`writable`: `txn` is a write transaction, where pixel digests made on the way are
+        kept in their records."""
         found = []
         for distance, near_bits in self.tree.find(bits, radius, txn=txn):
             for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
@@ -247,11 +257,43 @@ class Index:
                 if path is not None and record.path == path:
                     found.append(Match(record, 0, Kind.EXACT, is_self=True))
                 else:
-                    found.append(Match(record, distance, _kind(record, fp, path, distance)))
+                    kind = self._kind(txn, record, fp, path, distance, writable)
+                    found.append(Match(record, distance, kind))
         if fp is not None and self.transforms:
             seen = {m.record.id for m in found} | {exclude}
             found += self._transformed_matches(txn, fp, path, radius, seen)
         return sorted(found, key=_best_first)
+
+    def _kind(
+        self,
+        txn: lmdb.Transaction,
+        record: FileRecord,
+        fp: Fingerprint | None,
+        path: bytes | None,
+        distance: int,
+        writable: bool,
+    ) -> Kind:
+        """How an indexed record duplicates a fingerprint (of the file at `path`)."""
+        if fp is None:
+            return Kind.NEAR
+        if record.digest == fp.digest:
+            return Kind.EXACT
+        if distance == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
+            mine = self.pixels.of_file(path, fp.digest)
+            if mine is not None and mine == self.pixels.of_record(txn, record, writable=writable):
+                return Kind.PIXEL
+        return Kind.NEAR
+
+    def _pair_kind(self, txn: lmdb.Transaction, record: FileRecord, match: Match) -> Kind:
+        """How two indexed records duplicate each other (for pairs stored again)."""
+        other = match.record
+        if record.digest == other.digest:
+            return Kind.EXACT
+        if match.distance == 0 and (record.width, record.height) == (other.width, other.height):
+            mine = self.pixels.of_record(txn, record, writable=True)
+            if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
+                return Kind.PIXEL
+        return Kind.NEAR
 
     def _transformed_matches(
         self,
@@ -312,7 +354,12 @@ class Index:
         )
         # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
         pair_radius = self._pair_radius(txn)
-        matches = self._matches(txn, fp.bits, fp, path, max(self.radius, pair_radius))
+        matches = self._matches(
+            txn, fp.bits, fp, path, max(self.radius, pair_radius), writable=True
+        )
+        pixels = self.pixels.known(fp.digest)  # made if a same-size candidate needed it
+        if pixels is not None:
+            record = dataclasses.replace(record, pixel_digest=pixels)
         dbs = self.store.dbs
         key = u64(record.id)
         txn.put(key, encode_record(record), db=dbs[b"files"])
@@ -506,15 +553,18 @@ class Index:
         for record in list(self.store.records(txn)):
             for match in self._matches(txn, record.bits, None, None, radius, exclude=record.id):
                 if match.record.id > record.id:
-                    pair = Pair(match.record.id, match.distance, _pair_kind(record, match))
+                    kind = self._pair_kind(txn, record, match)
+                    pair = Pair(match.record.id, match.distance, kind)
                     self._put_pair(txn, record.id, pair)
         self.store.put_meta(txn, b"pair_radius", str(radius).encode())
 
     # Folders
 
-    def plan(self, folders: Iterable[str | bytes | os.PathLike]) -> Plan:
+    def plan(
+        self, folders: Iterable[str | bytes | os.PathLike], ignore: Iterable[str] = DEFAULT_IGNORE
+    ) -> Plan:
         """What update() would do, by stat alone: files to hash, files gone."""
-        return plan(self, folders)
+        return plan(self, folders, ignore)
 
     def update(
         self,
@@ -633,34 +683,6 @@ def _stat_error(path: bytes, error: OSError) -> FingerprintError:
     if isinstance(error, FileNotFoundError):
         return MissingFile(path, "no such file")
     return UnreadableFile(path, error.strerror or str(error))
-
-
-def _kind(record: FileRecord, fp: Fingerprint | None, path: bytes | None, distance: int) -> Kind:
-    """How an indexed record duplicates a new fingerprint."""
-    if fp is None:
-        return Kind.NEAR
-    if record.digest == fp.digest:
-        return Kind.EXACT
-    if distance == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
-        try:
-            if same_pixels(record.path, path):
-                return Kind.PIXEL
-        except FingerprintError as error:
-            log.debug("pixel comparison skipped: %s", error)
-    return Kind.NEAR
-
-
-def _pair_kind(record: FileRecord, match: Match) -> Kind:
-    other = match.record
-    if record.digest == other.digest:
-        return Kind.EXACT
-    if match.distance == 0 and (record.width, record.height) == (other.width, other.height):
-        try:
-            if same_pixels(record.path, other.path):
-                return Kind.PIXEL
-        except FingerprintError:
-            pass
-    return Kind.NEAR
 
 
 def _build_groups(

@@ -213,3 +213,20 @@ def test_a_file_that_failed_is_read_again_only_when_it_changes(folder: Path, ind
     bad.unlink()
     index.update([folder])
     assert index.failures() == []  # gone from disk: forgotten
+
+
+def test_same_pixel_copies_are_decoded_once_each(tmp_path: Path, index: Index) -> None:
+    """Each new same-size copy needs its own full decode only, not one per earlier copy."""
+    pics = tmp_path / "resaved"
+    pics.mkdir()
+    chelsea = photo("chelsea.png")
+    for level in range(1, 6):
+        chelsea.save(pics / f"copy{level}.png", compress_level=level)
+        result = index.add(pics / f"copy{level}.png")
+        assert [m.kind for m in result.matches] == [Kind.PIXEL] * (level - 1)
+        assert result.record.has_pixel_digest == (level > 1)
+    records = list(index.files())
+    assert len({r.pixel_digest for r in records}) == 1  # the first got its digest on demand
+    photo("chelsea.png").rotate(180).save(pics / "turned.png")  # same size, other pixels
+    turned = index.add(pics / "turned.png")
+    assert all(m.kind != Kind.PIXEL for m in turned.matches)
