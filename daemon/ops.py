@@ -11,15 +11,16 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any
 
-from dupwatch.daemon.protocol import ErrorCode, ProtocolError
+from dupwatch.daemon.protocol import ErrorCode, ProtocolError, quote
 from dupwatch.daemon.render import group_to_json
 from dupwatch.daemon.server import OpHandler, Peer
 from dupwatch.daemon.writer import Reconcile
-from dupwatch.index import MissingFile, UnreadableFile
+from dupwatch.index import FingerprintError, MissingFile, UnreadableFile
 from dupwatch.index.folders import absolute
 
 if TYPE_CHECKING:
     from dupwatch.daemon.service import Service
+    from dupwatch.index import Match
 
 MAX_RADIUS = 32
 
@@ -33,7 +34,9 @@ def radius_arg(args: dict[str, Any]) -> int | None:
     if radius is None:
         return None
     if not isinstance(radius, int) or isinstance(radius, bool) or not 0 <= radius <= MAX_RADIUS:
-        raise bad_request(f'"radius" must be an integer from 0 to {MAX_RADIUS}, not {radius!r}')
+        raise bad_request(
+            f'"radius" must be an integer from 0 to {MAX_RADIUS}, not {quote(radius)}'
+        )
     return radius
 
 
@@ -41,6 +44,12 @@ def path_arg(args: dict[str, Any], name: str = "path") -> str:
     path = args.get(name)
     if not isinstance(path, str) or not path:
         raise bad_request(f'"{name}" must be a path (a string)')
+    try:
+        raw = os.fsencode(path)  # a lone surrogate that is no escaped byte cannot be a name
+    except UnicodeEncodeError:
+        raise bad_request(f'"{name}" {quote(path)} is not a file name') from None
+    if b"\0" in raw:
+        raise bad_request(f'"{name}" {quote(path)} holds a NUL byte')
     if not os.path.isabs(path):
         raise bad_request(f"{path}: the path must be absolute (the service has its own cwd)")
     return path
@@ -53,7 +62,7 @@ def hash_arg(args: dict[str, Any]) -> int:
         try:
             value = int(value, 16)
         except ValueError:
-            raise bad_request(f'"hash" {value!r} is not hexadecimal') from None
+            raise bad_request(f'"hash" {quote(value)} is not hexadecimal') from None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
         raise bad_request('"hash" must be a 64-bit hash (integer or hex string)')
     return value
@@ -71,14 +80,58 @@ def readable_by(path: str, peer: Peer) -> bool:
         raise MissingFile(path, "no such file") from None
     except OSError as exc:
         raise UnreadableFile(path, exc.strerror or str(exc)) from None
+    return _allows(st, peer, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+
+
+def searchable_by(folder: str, peer: Peer) -> bool:
+    """Whether the peer's uid may pass through `folder` and each folder above it."""
+    while True:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        if not _allows(st, peer, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+            return False
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return True
+        folder = parent
+
+
+def _allows(st: os.stat_result, peer: Peer, owner: int, group: int, other: int) -> bool:
     if peer.uid == 0:
         return True
-    mode = stat.S_IMODE(st.st_mode)
     if st.st_uid == peer.uid:
-        return bool(mode & stat.S_IRUSR)
+        return bool(st.st_mode & owner)
     if st.st_gid == peer.gid:
-        return bool(mode & stat.S_IRGRP)
-    return bool(mode & stat.S_IROTH)
+        return bool(st.st_mode & group)
+    return bool(st.st_mode & other)
+
+
+def visible_to(path: str, peer: Peer) -> bool:
+    """Whether the peer could read `path` itself: the file, and every folder on the way."""
+    try:
+        return readable_by(path, peer) and searchable_by(os.path.dirname(path), peer)
+    except FingerprintError:  # missing, or a folder on the way the service cannot pass
+        return False
+
+
+def require_readable(path: str, peer: Peer) -> None:
+    """Refuse a path the peer could not read exactly as one that does not exist (same code,
+    same message), so that a query tells nothing about a file the asker cannot see.
+
+    Raises MissingFile.
+    """
+    if not visible_to(path, peer):
+        raise MissingFile(path, f"no such file, or not readable by uid {peer.uid}")
+
+
+def shown_to(matches: list[Match], peer: Peer) -> list[Match]:
+    """The matches the peer may learn of: all for the service's own user (its own index),
+    for any other uid only the files it could read."""
+    if peer.uid == os.getuid():
+        return matches
+    return [m for m in matches if visible_to(m.record.fspath, peer)]
 
 
 class Ops:
@@ -125,18 +178,16 @@ class Ops:
     async def query(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         radius = radius_arg(args)
         index = self.service.index
-        if "hash" in args:
-            bits = hash_arg(args)
-            matches = await asyncio.to_thread(index.query, bits, radius)
-            target = f"{bits:016x}"
-        else:
-            target = path_arg(args)
-            if not readable_by(target, peer):
-                raise ProtocolError(
-                    ErrorCode.FORBIDDEN, f"{target}: not readable by uid {peer.uid}"
-                )
-            matches = await asyncio.to_thread(index.query, target, radius)
-        return {"query": target, "matches": [m.to_json() for m in matches]}
+        target: str | int = hash_arg(args) if "hash" in args else path_arg(args)
+
+        def find() -> list[Match]:  # in a thread: a stat can hang on a dead mount
+            if isinstance(target, str):
+                require_readable(target, peer)
+            return shown_to(index.query(target, radius), peer)
+
+        matches = await asyncio.to_thread(find)
+        asked = target if isinstance(target, str) else f"{target:016x}"
+        return {"query": asked, "matches": [m.to_json() for m in matches]}
 
     async def groups(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         radius = radius_arg(args)

@@ -29,8 +29,13 @@ from dupwatch.index.errors import (
 )
 
 PROTOCOL_VERSION = 1
-# A request is a few paths and numbers; anything near this size is garbage or abuse.
+# A response or an alert (a groups answer can be large).
 MAX_LINE_BYTES = 1 << 20
+# A request is a few paths (4 KiB each at most, 6 bytes a byte once escaped) and numbers:
+# anything longer is garbage or abuse, and each connection may buffer this much.
+MAX_REQUEST_BYTES = 64 << 10
+# How much of a bad value an error message quotes back.
+QUOTE_CHARS = 80
 
 OPS = ("query", "status", "subscribe", "watch", "unwatch", "groups")
 
@@ -43,6 +48,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_OP = "unknown_op"
     UNSUPPORTED_VERSION = "unsupported_version"
     LINE_TOO_LONG = "line_too_long"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     FORBIDDEN = "forbidden"
     NOT_INDEXED = "not_indexed"
     MISSING_FILE = "missing_file"
@@ -109,14 +115,25 @@ def encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def decode_line(line: bytes) -> dict[str, Any]:
+def quote(value: Any) -> str:
+    """repr() of a client's value for an error message, cut to QUOTE_CHARS."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
+
+
+def decode_line(line: bytes, *, limit: int = MAX_LINE_BYTES) -> dict[str, Any]:
     """Parse one line into a JSON object; raises ProtocolError (bad_json) otherwise."""
-    if len(line) > MAX_LINE_BYTES:
-        raise ProtocolError(ErrorCode.LINE_TOO_LONG, f"line longer than {MAX_LINE_BYTES} bytes")
+    if len(line) > limit:
+        raise ProtocolError(ErrorCode.LINE_TOO_LONG, f"line longer than {limit} bytes")
     try:
         obj = json.loads(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not JSON: {exc}") from None
+    except RecursionError:  # the C decoder recurses once per [ or {
+        raise ProtocolError(ErrorCode.BAD_JSON, "not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a request must be a JSON object")
     return obj
@@ -124,20 +141,23 @@ def decode_line(line: bytes) -> dict[str, Any]:
 
 def decode_request(line: bytes) -> Request:
     """Parse and validate one request line; raises ProtocolError naming what is wrong."""
-    obj = decode_line(line)
+    obj = decode_line(line, limit=MAX_REQUEST_BYTES)
     version = obj.pop("v", None)
     if version is None:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f'missing "v": {PROTOCOL_VERSION}')
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"protocol version {version!r} not supported; this service speaks {PROTOCOL_VERSION}",
+            f"protocol version {quote(version)} not supported; this service speaks "
+            f"{PROTOCOL_VERSION}",
         )
     op = obj.pop("op", None)
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, 'missing "op" (a string)')
     if op not in OPS:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op!r}; known: {', '.join(OPS)}")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {quote(op)}; known: {', '.join(OPS)}"
+        )
     return Request(op, obj)
 
 
