@@ -28,11 +28,12 @@ from dupwatch.daemon.render import printable
 from dupwatch.daemon.server import Server
 from dupwatch.daemon.splits import split_leaks
 from dupwatch.daemon.watcher import Change, ChangeKind, Watcher, folders_under, limit_warning
-from dupwatch.daemon.worker import exit_with
+from dupwatch.daemon.worker import init_worker
 from dupwatch.daemon.writer import Reconcile, Writer
 from dupwatch.index import AddResult, Index, IndexLocked, StoreError, default_index_path
 from dupwatch.index.check import quick_check
 from dupwatch.index.folders import absolute, is_under
+from dupwatch.index.limits import HASH_TIMEOUT_S, HASHING_MODULES, WORKER_MEMORY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class Service:
             workers=self.config.workers,
             ignore=self.config.ignore,
             on_duplicate=self._announce,
+            hash_timeout_s=HASH_TIMEOUT_S,
+            roots=self.live_roots,
         )
         self.watcher = Watcher(self._on_change, ignore=self.config.ignore)
         self.server = Server(Ops(self).table(), subscriber_queue=self.config.subscriber_queue)
@@ -187,12 +190,12 @@ class Service:
         """Hashing processes, forked from a clean server process: never from this one, which
         has the LMDB environment open."""
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["dupwatch.index.fingerprint", "dupwatch.daemon.worker"])
+        context.set_forkserver_preload([*HASHING_MODULES, "dupwatch.daemon.worker"])
         pool = ProcessPoolExecutor(
             self.config.workers,
             mp_context=context,
-            initializer=exit_with,
-            initargs=(os.getpid(),),
+            initializer=init_worker,
+            initargs=(os.getpid(), WORKER_MEMORY_BYTES),
         )
         for _ in range(self.config.workers):
             pool.submit(os.getpid)  # start the workers now, not on the first photo
@@ -216,6 +219,10 @@ class Service:
         if not self.index.roots():
             log.warning("no folders to watch yet: add one with `dupwatch watch DIR`")
         self.sync_watches()
+
+    def live_roots(self) -> list[bytes]:
+        """The folders to reconcile: the outermost roots, less those missing from disk."""
+        return [r for r in effective_roots(self.index.roots()) if r not in self.lost_roots]
 
     def sync_watches(self) -> None:
         """Watch exactly the outermost roots stored in the index (after watch/unwatch)."""

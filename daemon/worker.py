@@ -1,4 +1,5 @@
-"""What runs in the service's hashing processes besides the hashing itself: dying with it.
+"""What runs in the service's hashing processes besides the hashing itself: dying with the
+service, and the memory cap.
 
 Kept tiny on purpose: every worker imports this module (and not the service's).
 """
@@ -10,7 +11,18 @@ import select
 import threading
 import time
 
+from dupwatch.index.limits import init_process
+
 POLL_S = 1.0
+
+
+def init_worker(service_pid: int, memory_bytes: int | None) -> None:
+    """Worker initializer: die with the service, and cap this process's address space so a
+    hostile file ends in a MemoryError (OutOfMemory) rather than in the machine's OOM killer.
+    What hashing imports is loaded first (the forkserver has usually done it already), so the
+    first file's time limit is not spent importing scipy."""
+    exit_with(service_pid)
+    init_process(memory_bytes)
 
 
 def exit_with(service_pid: int) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dupwatch.daemon.diskfull import CHECK_S, DiskFull, is_disk_full
 from dupwatch.daemon.watcher import Change, ChangeKind
 from dupwatch.index import (
     AddResult,
@@ -31,6 +32,7 @@ from dupwatch.index import (
 )
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import walk
+from dupwatch.index.limits import HARD_GRACE_S, HASH_TIMEOUT_S, kill_workers, timed_out
 from dupwatch.index.update import hash_file, plan
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ T = TypeVar("T")
 WRITE_BATCH = 256  # hashed files per write transaction during a burst
 WRITE_EVERY_S = 0.25  # during a burst, write at least this often
 SUBMIT_PER_WORKER = 4  # hashes handed to the pool ahead; the rest wait here, cheap to cancel
+DEADLINE_TICK_S = 0.5  # how often the hashes in hand are held against their deadline
 
 
 @dataclass
@@ -72,6 +75,7 @@ class _Hashed:
     path: bytes
     outcome: Fingerprint | FingerprintError | None  # None: cancelled at shutdown
     st: os.stat_result | None
+    future: Future[Any] | None = None  # which submission: a path may be submitted again
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,9 @@ class Writer:
     """The single writer thread: apply Changes, hash in worker processes, store, alert.
 
     `new_pool()` makes the process pool (again, should a worker die); `on_duplicate(result)`
-    runs in this thread for every stored file that matched something.
+    runs in this thread for every stored file that matched something. A file gets
+    `hash_timeout_s` in its worker; a full disk pauses indexing until space is back, then
+    `roots()` (the watched folders present) are reconciled.
     """
 
     def __init__(
@@ -100,8 +106,14 @@ class Writer:
         workers: int,
         ignore: Iterable[str],
         on_duplicate: Callable[[AddResult], None],
+        hash_timeout_s: float = HASH_TIMEOUT_S,
+        roots: Callable[[], list[bytes]] | None = None,
     ) -> None:
         self.index = index
+        self.hash_timeout_s = hash_timeout_s
+        self.roots = roots or index.roots
+        self.disk = DiskFull(index.path)
+        self._running_since: dict[bytes, float] = {}  # submitted path -> first seen running
         self.new_pool = new_pool
         self.pool = new_pool()
         self._crashes: dict[bytes, int] = {}  # path -> pools that broke while it was hashed
@@ -150,6 +162,11 @@ class Writer:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def paused(self) -> str | None:
+        """Why indexing is paused (the index's disk is full), or None."""
+        return self.disk.reason
+
     # The writer thread
 
     def _run(self) -> None:
@@ -157,28 +174,47 @@ class Writer:
             try:
                 item = self._queue.get(timeout=self._wait_s())
             except queue.Empty:
-                self._flush()
-                continue
+                item = None  # a timer ran out: the batch's, a deadline's or the full disk's
             self.last_active = time.monotonic()
             try:
-                self._handle(item)
-                while not self._queue.empty() and len(self._batch) < WRITE_BATCH:
-                    self._handle(self._queue.get_nowait())
-                if self._should_flush():
-                    self._flush()
-                self._pump()
-            except Exception:
-                log.exception("the writer failed on %r; carrying on", item)
+                self._step(item)
+            except Exception as exc:
+                if is_disk_full(exc, self.index.path):
+                    self._pause(exc)
+                else:
+                    log.exception("the writer failed on %r; carrying on", item)
             if self._stopping and not self._submitted:
-                self._flush()
+                try:
+                    self._flush()
+                except Exception:
+                    log.exception("could not store the last files (reconciled at next start)")
                 self._finish_reconciles()
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 return
 
+    def _step(self, item: Item | None) -> None:
+        if item is not None:
+            self._handle(item)
+            while not self._queue.empty() and len(self._batch) < WRITE_BATCH:
+                self._handle(self._queue.get_nowait())
+        self._check_deadlines()
+        if self.disk.reason is not None:
+            if self.disk.may_resume():
+                self._reconcile(Reconcile(self.roots()))
+            return
+        if self._should_flush():
+            self._flush()
+        self._pump()
+
     def _wait_s(self) -> float | None:
+        waits = [1.0] if self._stopping else []
         if self._batch:
-            return max(0.0, self._batch_started + WRITE_EVERY_S - time.monotonic())
-        return 1.0 if self._stopping else None
+            waits.append(max(0.0, self._batch_started + WRITE_EVERY_S - time.monotonic()))
+        if self._submitted:
+            waits.append(DEADLINE_TICK_S)
+        if self.disk.reason is not None:
+            waits.append(CHECK_S)
+        return min(waits, default=None)
 
     def _should_flush(self) -> bool:
         if not self._batch:
@@ -196,8 +232,10 @@ class Writer:
         elif isinstance(item, _Call):
             self._flush()
             self._run_call(item)
-        elif self._stopping:
-            return  # the next start reconciles whatever this would have done
+        elif self._stopping or self.disk.reason is not None:
+            # The next start, or the end of the pause, reconciles what this would have done.
+            if isinstance(item, Reconcile) and not item.done.done():
+                item.done.set_result(item)
         elif isinstance(item, Reconcile):
             self._flush()
             self._reconcile(item)
@@ -264,11 +302,15 @@ class Writer:
             self._consider(path)
 
     def _consider(self, path: bytes) -> bool:
-        """Queue `path` for hashing unless the index already has its current stat."""
+        """Queue `path` for hashing unless the index already has its current stat.
+
+        Only regular files: a symbolic link is not followed (as in walk()), it could lead
+        out of the watched folders or loop; a FIFO or device is never opened.
+        """
         if path in self._known:
             return True  # its result is checked against the file's stat when it comes back
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return False  # gone already; its deletion has an event of its own
         if not stat.S_ISREG(st.st_mode):
@@ -284,9 +326,11 @@ class Writer:
         try:
             found = plan(self.index, job.folders, ignore=self.ignore)
             job.removed = self.index.remove_many(found.gone)
-        except Exception:
-            log.exception("reconciling %s failed", b", ".join(job.folders).decode(errors="replace"))
+        except Exception as exc:
             job.done.set_result(job)  # whoever waits for it (READY) must not wait forever
+            if is_disk_full(exc, self.index.path):
+                raise  # pauses; the end of the pause reconciles again
+            log.exception("reconciling %s failed", b", ".join(job.folders).decode(errors="replace"))
             return
         self.stats.removed += job.removed
         job.unchanged = found.unchanged
@@ -309,7 +353,7 @@ class Writer:
         while self._waiting and len(self._submitted) < self._max_submitted:
             path = self._waiting.popleft()
             try:
-                future = self.pool.submit(hash_file, path)
+                future = self.pool.submit(hash_file, path, self.hash_timeout_s)
             except BrokenProcessPool:
                 self._waiting.appendleft(path)
                 self._replace_pool()
@@ -334,14 +378,16 @@ class Writer:
                 outcome = (path, FingerprintError(path, f"hashing failed: {error}"), None)
             else:
                 outcome = future.result()
-            self._queue.put(_Hashed(*outcome))
+            self._queue.put(_Hashed(*outcome, future=future))
 
         return deliver
 
     def _hashed(self, done: _Hashed) -> None:
-        future = self._submitted.pop(done.path, None)
-        if future is None:
-            return  # cancelled at shutdown and already forgotten
+        future = self._submitted.get(done.path)
+        if future is None or future is not done.future:
+            return  # cancelled, timed out or dropped for a full disk: already forgotten
+        del self._submitted[done.path]
+        self._running_since.pop(done.path, None)
         self._known.discard(done.path)
         outcome = done.outcome
         if outcome is _BROKEN:
@@ -357,7 +403,7 @@ class Writer:
     def _check_and_batch(self, path: bytes, fp: Fingerprint, st_before: os.stat_result) -> bool:
         """Batch the result if the file is still what was read; True when batched."""
         try:
-            st_now = os.stat(path)
+            st_now = os.lstat(path)
         except OSError:
             return False  # deleted or moved away while it was hashed; its own event follows
         if _stat_key(st_now) != _stat_key(st_before):
@@ -367,6 +413,50 @@ class Writer:
             self._batch_started = time.monotonic()
         self._batch.append((path, fp, st_before))
         return True
+
+    def _check_deadlines(self) -> None:
+        """A file its worker holds long past the time limit (a decoder stuck inside C never
+        takes the timer's signal): report it as timed out, kill the processes, and hand the
+        other files in hand to new ones."""
+        now = time.monotonic()
+        # A submitted file may wait for a worker whose file runs to its own limit first.
+        limit_s = 2 * self.hash_timeout_s + min(HARD_GRACE_S, self.hash_timeout_s)
+        late = []
+        for path, future in self._submitted.items():
+            if future.running():  # in a worker, or next in line for one
+                started = self._running_since.setdefault(path, now)
+                if now - started > limit_s:
+                    late.append(path)
+        if not late:
+            return
+        log.warning("hashing %d file(s) overran the time limit; killing the hashing processes",
+                    len(late))  # fmt: skip
+        others = [path for path in self._submitted if path not in late]
+        self._submitted.clear()
+        self._running_since.clear()
+        self._waiting.extendleft(reversed(others))  # still in _known: hashed by the new pool
+        kill_workers(self.pool)
+        self._replace_pool()
+        for path in late:
+            self._known.discard(path)
+            self._failed(timed_out(path, self.hash_timeout_s), _lstat(path))
+        self._settle(*late)
+
+    def _pause(self, error: Exception) -> None:
+        """The index's disk is full: stop indexing (reads go on) and forget the work in hand.
+        Nothing is lost: the files are on disk, and the end of the pause reconciles them."""
+        self.disk.pause(error)
+        for future in self._submitted.values():
+            future.cancel()
+        self._submitted.clear()
+        self._running_since.clear()
+        self._waiting.clear()
+        self._known.clear()
+        self._batch.clear()
+        for job in self._reconciles:
+            if not job.done.done():
+                job.done.set_result(job)
+        self._reconciles.clear()
 
     def _retry_after_crash(self, path: bytes, future: Future[Any]) -> None:
         """Hash again in a new pool; a file in hand at two crashes is reported, not retried."""
@@ -421,6 +511,13 @@ class Writer:
                 except Exception:
                     log.exception("announcing a duplicate failed")
         self._settle(*paths)  # after the counters: READY may follow at once
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -59,6 +59,10 @@ HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4
 HASH_INPUT_SIZE = HASH_SIZE * HIGHFREQ_FACTOR  # the 32x32 grayscale pHash is computed from
 DRAFT_SIZE = (256, 256)  # smaller drafts drift the hash by up to 14-16 bits (DESIGN.md)
+# Longer side over shorter side. Past it the hashes' thumbnail keeps the long side whole, and
+# each Lanczos resize of it costs time and memory in proportion: a 716-byte TIFF declaring
+# 1x1,280,736 took 9 s, one declaring 1x50,000,000 a MemoryError. Panoramas are ~10:1.
+MAX_ASPECT_RATIO = 500
 
 # Any change to the bits produced must bump "version": an index stores this and refuses a mismatch.
 HASH_PARAMS: dict[str, Any] = {
@@ -385,6 +389,12 @@ def _open_image(path: FilePath, data: bytes, max_pixels: int | None) -> Image.Im
         reason = (
             f"decompression bomb: {width}x{height} = {width * height:,} pixels,"
             f" over the limit of {max_pixels:,}"
+        )
+        raise DecompressionBomb(path, reason)
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        reason = (
+            f"decompression bomb: {width}x{height} is more elongated than"
+            f" {MAX_ASPECT_RATIO}:1, too costly to hash"
         )
         raise DecompressionBomb(path, reason)
     return img

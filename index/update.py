@@ -6,9 +6,9 @@ burst of files costs a few transactions instead of one fsync each.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
+import functools
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from dupwatch.index.errors import FingerprintError, MissingFile, UnreadableFile
 from dupwatch.index.fingerprint import Fingerprint, fingerprint
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
+from dupwatch.index.limits import HASH_TIMEOUT_S, bounded, map_bounded
 
 if TYPE_CHECKING:
     from dupwatch.index.index import AddResult, Index
@@ -77,36 +78,44 @@ def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFA
     return result
 
 
-def hash_file(path: bytes) -> tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]:
-    """Fingerprint one file with the stat taken before reading it.
+def hash_file(
+    path: bytes, timeout_s: float | None = HASH_TIMEOUT_S
+) -> tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]:
+    """Fingerprint one file with the stat taken before reading it, within `timeout_s`.
 
     The stat comes first so that a file changed while it is read looks changed
-    at the next comparison, rather than current with an old hash.
+    at the next comparison, rather than current with an old hash. A symbolic link
+    is not followed (as in walk()): it could lead anywhere.
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return path, MissingFile(path, "deleted before it could be read"), None
     except OSError as error:
         return path, UnreadableFile(path, error.strerror or str(error)), None
+    if stat.S_ISLNK(st.st_mode):
+        return path, UnreadableFile(path, "a symbolic link (not followed)"), None
     try:
-        return path, fingerprint(path), st
+        with bounded(path, timeout_s):
+            return path, fingerprint(path), st
     except FingerprintError as error:
         return path, error, st
 
 
 def hash_all(
-    paths: list[bytes], *, workers: int | None = None
+    paths: list[bytes], *, workers: int | None = None, timeout_s: float = HASH_TIMEOUT_S
 ) -> Iterable[tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]]:
-    """Fingerprint files, in worker processes when there are enough of them."""
+    """Fingerprint files, in worker processes when there are enough of them.
+
+    In-process, each file has the time limit (on the main thread) but no memory cap: the
+    cap would count this process's LMDB map. Workers have both (dupwatch.index.limits).
+    """
     if len(paths) < POOL_THRESHOLD or workers == 1:
-        yield from map(hash_file, paths)
+        yield from (hash_file(path, timeout_s) for path in paths)
         return
-    # forkserver: the workers never inherit this process's open LMDB environment.
-    context = multiprocessing.get_context("forkserver")
     workers = workers or os.cpu_count() or 1
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(hash_file, paths, chunksize=4)
+    task = functools.partial(hash_file, timeout_s=timeout_s)
+    yield from map_bounded(task, paths, workers=workers, timeout_s=timeout_s)
 
 
 def update(
