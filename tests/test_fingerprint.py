@@ -321,6 +321,16 @@ def test_sixteen_bit_tiff(photo) -> None:
     assert fingerprint(path).bits == fingerprint(photo.save(Image.fromarray(gray8), "f.png")).bits
 
 
+def test_avif_with_an_exif_orientation_hashes_like_the_upright_picture(photo) -> None:
+    if "AVIF" not in Image.registered_extensions().values():
+        pytest.skip("this Pillow cannot write AVIF")
+    upright = fingerprint(photo("motorcycle_left.png", fmt="PNG"))
+    stored = photo("motorcycle_left.png", fmt="AVIF", filename="m.avif", exif_orientation=6)
+    turned = fingerprint(stored)
+    assert distance(turned.bits, upright.bits) <= 2
+    assert (turned.width, turned.height) == (upright.width, upright.height)
+
+
 def test_heif_when_pillow_heif_is_installed(photo) -> None:
     pillow_heif = pytest.importorskip("pillow_heif")
     assert pillow_heif is not None

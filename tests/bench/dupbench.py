@@ -38,6 +38,9 @@ FLAT_STD = 12.0  # a tile this flat (std of gray 0-255) is sky or background, no
 # retina photo or the deep-field sky: such tiles are each other turned or mirrored (a black
 # wedge on an orange disk edge), so they are not distinct pictures for rotation matching.
 DARK_SHARE = 0.4
+# Two tiles whose 64x64 grayscales correlate above this in one of the eight orientations are
+# the same picture turned (tiles mirrored across a round photo's axis): only the first counts.
+TWIN_CORRELATION = 0.95
 
 EXACT, PIXEL, NEAR, HARD = "exact", "pixel", "near", "hard"
 
@@ -99,7 +102,8 @@ def originals(
         pool += [Original(f"{source.name}{where}", img) for where, img in _tiles(photo, tile)]
     pool = [o for o in pool if _is_distinct_picture(o.image)]
     order = rng.permutation(len(pool))
-    chosen = [pool[i] for i in order[:count]]
+    shuffled = [pool[i] for i in order]
+    chosen = [shuffled[i] for i in _without_twins([o.image for o in shuffled])[:count]]
     if len(chosen) < count:
         raise ValueError(f"only {len(chosen)} distinct tiles available, {count} wanted")
     return [Original(o.label, _scaled(o.image, int(rng.integers(*sizes)))) for o in chosen]
@@ -108,6 +112,30 @@ def originals(
 def _is_distinct_picture(img: Image.Image) -> bool:
     gray = np.asarray(img.convert("L"), dtype=float)
     return gray.std() >= FLAT_STD and (gray < 16).mean() <= DARK_SHARE
+
+
+def _without_twins(images: list[Image.Image]) -> list[int]:
+    """Indexes of the images kept, in order, leaving out any that is a turned twin of one
+    kept before it (correlation above TWIN_CORRELATION in some orientation)."""
+    turns = [lambda a: a, lambda a: np.rot90(a, 1), lambda a: np.rot90(a, 2),
+             lambda a: np.rot90(a, 3), np.fliplr, np.flipud, lambda a: a.T,
+             lambda a: np.rot90(a, 2).T]  # fmt: skip
+    small = [np.asarray(img.convert("L").resize((64, 64), Image.Resampling.BOX), float)
+             for img in images]  # fmt: skip
+    unit = [[_unit(turn(a)) for a in small] for turn in turns]
+    upright = np.stack(unit[0])
+    similar = np.max([upright @ np.stack(turned).T for turned in unit], axis=0)
+    kept: list[int] = []
+    for i in range(len(images)):
+        if all(similar[i, j] < TWIN_CORRELATION for j in kept):
+            kept.append(i)
+    return kept
+
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    centred = (pixels - pixels.mean()).ravel()
+    norm = np.linalg.norm(centred)
+    return centred / norm if norm else centred
 
 
 def _tiles(photo: Image.Image, tile: int) -> Iterable[tuple[str, Image.Image]]:
@@ -387,6 +415,7 @@ class Benchmark:
     files: dict[str, tuple[int, str]] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
     description: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # per group: the photo and tile it is
 
     def kind(self, name: str) -> str:
         transform = self.files[name][1]
@@ -420,6 +449,7 @@ def generate(
         name = _write(folder, rng, data, ".jpg" if as_jpeg else ".png")
         bench.files[name] = (group, "original")
         bench.groups.append([name])
+        bench.labels.append(original.label)
         paths.append(folder / name)
     for transform in TRANSFORMS:
         for group in sorted(rng.choice(count, size=min(copies, count), replace=False)):
@@ -435,10 +465,16 @@ def generate(
         f" the rest PNG; {len(bench.files)} files",
         f"originals: non-overlapping {tile}px tiles of photos with 4+ tiles (smaller photos whole),"
         f" without flat tiles (gray std < {FLAT_STD:g}) or mostly near-black ones"
-        f" (> {DARK_SHARE:.0%} below 16: the retina surround, the deep-field sky)",
+        f" (> {DARK_SHARE:.0%} below 16: the retina surround, the deep-field sky), nor turned"
+        f" twins of another (64 px correlation > {TWIN_CORRELATION} in some orientation)",
         "photographs: " + ", ".join(sources_used),
     ]
-    truth = {"description": bench.description, "files": bench.files, "groups": bench.groups}
+    truth = {
+        "description": bench.description,
+        "files": bench.files,
+        "groups": bench.groups,
+        "labels": bench.labels,
+    }
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))
     return bench
 
@@ -452,7 +488,8 @@ def _write(folder: Path, rng: np.random.Generator, data: bytes, suffix: str) -> 
 def load(folder: Path) -> Benchmark:
     truth = json.loads((folder / "truth.json").read_text())
     files = {name: (group, transform) for name, (group, transform) in truth["files"].items()}
-    return Benchmark(folder, files, truth["groups"], truth["description"])
+    labels = truth.get("labels", [])
+    return Benchmark(folder, files, truth["groups"], truth["description"], labels)
 
 
 def remove(folder: Path) -> None:
