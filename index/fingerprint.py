@@ -59,10 +59,11 @@ HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4
 HASH_INPUT_SIZE = HASH_SIZE * HIGHFREQ_FACTOR  # the 32x32 grayscale pHash is computed from
 DRAFT_SIZE = (256, 256)  # smaller drafts drift the hash by up to 14-16 bits (DESIGN.md)
-# Longer side over shorter side. Past it the hashes' thumbnail keeps the long side whole, and
-# each Lanczos resize of it costs time and memory in proportion: a 716-byte TIFF declaring
-# 1x1,280,736 took 9 s, one declaring 1x50,000,000 a MemoryError. Panoramas are ~10:1.
-MAX_ASPECT_RATIO = 500
+# The hashes' thumbnail is reduced by the shorter side only, and each of its ~30 Lanczos
+# resizes costs time and memory in proportion to its long side: a 716-byte TIFF declaring
+# 1x1,280,736 took 9 s, 1x50,000,000 a MemoryError, a JPEG declaring 255x25,500 1.5 s. Past
+# this long side (~1 s) a picture is refused; a 1000x100000 strip is still hashed.
+MAX_THUMBNAIL_LONG_SIDE = 16_384
 
 # Any change to the bits produced must bump "version": an index stores this and refuses a mismatch.
 HASH_PARAMS: dict[str, Any] = {
@@ -391,11 +392,8 @@ def _open_image(path: FilePath, data: bytes, max_pixels: int | None) -> Image.Im
             f" over the limit of {max_pixels:,}"
         )
         raise DecompressionBomb(path, reason)
-    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
-        reason = (
-            f"decompression bomb: {width}x{height} is more elongated than"
-            f" {MAX_ASPECT_RATIO}:1, too costly to hash"
-        )
+    if max(width, height) // transforms.thumbnail_factor((width, height)) > MAX_THUMBNAIL_LONG_SIDE:
+        reason = f"decompression bomb: {width}x{height} is too elongated to hash at a bounded cost"
         raise DecompressionBomb(path, reason)
     return img
 

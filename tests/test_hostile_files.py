@@ -278,6 +278,20 @@ def test_a_declared_giant_is_refused_before_decoding(folder: Path) -> None:
         assert time.monotonic() - started < TIME_BOUND_S
 
 
+def test_an_elongated_picture_is_refused_before_it_costs_seconds(folder: Path) -> None:
+    """Found by the fuzz: a 716-byte TIFF declaring 1x1280736 took 9 s (the hashes' thumbnail
+    keeps the long side), 1x50000000 raised a bare MemoryError, a JPEG of 255x39931 2 s."""
+    for name, width, height in (("tiff", 1, 1_280_736), ("tiff", 1, 50_000_000),
+                                ("jpeg", 255, 39_931), ("png", 100, 65_000)):  # fmt: skip
+        path = folder / f"strip.{name}"
+        path.write_bytes(with_size(name, width, height))
+        error = outcome(path)
+        assert isinstance(error, DecompressionBomb) and "too elongated" in error.reason
+    wide_strip = folder / "strip.jpeg"  # a tall strip with a real short side is still read
+    wide_strip.write_bytes(with_size("jpeg", 1000, 60_000))
+    assert isinstance(outcome(wide_strip), Fingerprint)
+
+
 # Decompression bombs: small files that decode to huge pictures
 
 
