@@ -40,7 +40,9 @@ def is_disk_full(error: BaseException, folder: str) -> bool:
             text = str(cause)
             if any(os.strerror(code) in text for code in _NO_SPACE):
                 return True
-            return free_bytes(folder) < LOW_SPACE_BYTES
+            # Only a plain errno error (EIO) can be a short write; MapFull, BadValsize and
+            # the other LMDB conditions have classes of their own.
+            return type(cause) is lmdb.Error and free_bytes(folder) < LOW_SPACE_BYTES
     return False
 
 

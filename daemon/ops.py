@@ -154,7 +154,9 @@ class Ops:
         stats = service.writer.stats
         files = await asyncio.to_thread(len, service.index)
         return {
-            "state": service.state,
+            # A full disk under the index pauses indexing; reads still answer.
+            "state": "disk_full" if service.writer.paused else service.state,
+            "paused": service.writer.paused,
             "pid": os.getpid(),
             "index": service.index_path,
             "radius": service.index.radius,

@@ -148,8 +148,10 @@ class Service:
         log.warning("%s: the index is repaired", self.index_path)
 
     async def _serve(self) -> None:
+        known = set(self.index.roots())
         for root in self.new_roots:
-            self.index.add_root(root)  # before the writer starts: still the only writer
+            if root not in known:  # no write when nothing is new: the disk may be full
+                self.index.add_root(root)  # before the writer starts: still the only writer
         self.writer = Writer(
             self.index,
             self._new_pool,

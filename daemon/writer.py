@@ -199,9 +199,9 @@ class Writer:
                 self._handle(self._queue.get_nowait())
         self._check_deadlines()
         if self.disk.reason is not None:
-            if self.disk.may_resume():
-                self._reconcile(Reconcile(self.roots()))
-            return
+            if not self.disk.may_resume():
+                return
+            self._reconcile(Reconcile(self.roots()))
         if self._should_flush():
             self._flush()
         self._pump()
