@@ -562,6 +562,33 @@ def test_memory_cap_makes_a_flood_a_named_error(folder: Path) -> None:
     assert all(isinstance(o, Fingerprint) for o in outcomes.values())  # the process goes on
 
 
+def test_dupwatch_scan_of_a_hostile_folder(folder: Path) -> None:
+    pics = folder / "pics"
+    pics.mkdir()
+    for i, path in enumerate(small_pngs(pics, 8)):  # enough files for the worker processes
+        os.rename(path, pics / f"ok{i}.png")
+    special_files(pics)
+    (pics / "bomb.png").write_bytes(png_of_zeros(12_000, 12_000))
+    (pics / "strip.jpg").write_bytes(with_size("jpeg", 1, 1_280_736))
+    (pics / "cut.webp").write_bytes(seed("webp")[:40])
+    (pics / "polyglot.png").write_bytes(seed("png") + zip_of({"a.txt": b"a"}))
+    result = subprocess.run(
+        [DUPWATCH, "scan", "--index", str(folder / "idx"), "--json", str(pics)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "XDG_CONFIG_HOME": str(folder / "cfg")},
+    )
+    assert result.returncode in (0, 1), result.stderr
+    for name, reason in (("bomb.png", "decompression bomb: 12000x12000"),
+                         ("strip.jpg", "decompression bomb: 1x35552 is too elongated"),
+                         ("cut.webp", "truncated")):  # fmt: skip
+        assert f"dupwatch: {pics / name}: {reason}" in result.stderr, result.stderr
+    assert "9 hashed" in result.stderr and "3 unreadable" in result.stderr, result.stderr
+    with Index.open(folder / "idx", readonly=True) as index:
+        assert len(index) == 9 and index.check() == []  # the 8 PNGs and the polyglot
+
+
 # The service's writer: the same limits, with a real index and real hashing processes
 
 
