@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import struct
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +151,44 @@ def decode_failure(raw: bytes) -> Failure:
     return Failure(bytes(raw[end:]), dev, ino, size, mtime_ns, reason)
 
 
+class _Gate:
+    """Transactions of this process, or one change of the map size, never both: resizing
+    the map under an open transaction invalidates it (and a memory view into it)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = 0
+        self._resizing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            while self._resizing:
+                self._changed.wait()
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._open -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._changed:
+            while self._resizing:
+                self._changed.wait()
+            self._resizing = True
+            while self._open:
+                self._changed.wait()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._resizing = False
+                self._changed.notify_all()
+
+
 class Store:
     """One LMDB environment with dupwatch's named tables."""
 
@@ -167,6 +205,7 @@ class Store:
         made with other hash parameters."""
         self.folder = os.fspath(folder)
         self.readonly = readonly
+        self._gate = _Gate()
         try:
             if readonly:
                 if not os.path.exists(os.path.join(self.folder, "data.mdb")):
@@ -255,8 +294,14 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A short read transaction; memory views into the map are valid only inside it."""
-        with self.env.begin(buffers=True) as txn:
-            yield txn
+        with self._gate.reading():
+            try:
+                txn = self.env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                self._adopt_new_size()
+                txn = self.env.begin(buffers=True)
+            with txn:
+                yield txn
 
     def write(self, change: Callable[[lmdb.Transaction], T]) -> T:
         """Run `change` in one write transaction, growing the map and retrying when full."""
@@ -264,24 +309,24 @@ class Store:
             raise StoreError(f"{self.folder}: the index is open read-only")
         while True:
             try:
-                with self.env.begin(write=True) as txn:
+                with self._gate.reading(), self.env.begin(write=True) as txn:
                     return change(txn)
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:
+                self._adopt_new_size()  # another process grew it: map the new size, retry
 
     def _grow(self) -> None:
         size = self.env.info()["map_size"] * 2
         if size > MAX_MAP_SIZE:
             raise StoreError(f"{self.folder}: the index would outgrow {MAX_MAP_SIZE} bytes")
         log.info("%s: the index map is full; growing it to %d MiB", self.folder, size >> 20)
-        for _ in range(100):
-            try:
-                self.env.set_mapsize(size)
-                return
-            except lmdb.Error:
-                # Another thread of this process still has a reader open: wait it out.
-                time.sleep(0.01)
-        raise StoreError(f"{self.folder}: cannot grow the index map while it is being read")
+        with self._gate.alone():
+            self.env.set_mapsize(size)
+
+    def _adopt_new_size(self) -> None:
+        with self._gate.alone():
+            self.env.set_mapsize(0)
 
     # Meta values
 

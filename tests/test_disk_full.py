@@ -136,14 +136,9 @@ print(dict(failures))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store._grow calls set_mapsize while other threads read: py-lmdb invalidates their "
-    "transactions (mdb_txn_begin: Invalid argument, thousands of failed reads) and a memory "
-    "view held across the remap can crash the process (seen once: a segfault). The service's "
-    "queries run in such threads; a map reserved large up front would never need to grow.",
-)
 def test_readers_in_other_threads_while_the_map_grows(tmp_path: Path) -> None:
+    """The map grows only once no transaction of the process is open (Store's gate): resizing
+    under a reader invalidates its transaction, and a memory view held across it can crash."""
     # In a process of its own: the failure can be a segfault.
     result = subprocess.run(
         [sys.executable, "-c", READERS_WHILE_GROWING, str(tmp_path)],
