@@ -15,8 +15,9 @@ from PIL import Image
 
 from dupwatch.index.confirm import (
     CROP_MIN_CORRELATION,
+    CROP_MIN_DETAIL,
     TURN_MIN_CORRELATION,
-    crop_correlation,
+    crop_evidence,
     turn_correlation,
 )
 from dupwatch.index.crops import CROP_RADIUS
@@ -102,7 +103,7 @@ class Comparison:
                 "crop: "
                 + ", ".join(f"{key} {value}" for key, value in self.crop.items())
                 + f" (candidates at <= {CROP_RADIUS}, confirmed at correlation"
-                f" >= {CROP_MIN_CORRELATION})"
+                f" >= {CROP_MIN_CORRELATION} and detail >= {CROP_MIN_DETAIL})"
             )
         return out
 
@@ -160,10 +161,15 @@ def _compare_crops(result: Comparison, a, b, fa: Fingerprint, fb: Fingerprint) -
     b_is_crop = min(_distance(fb.bits, bits) for bits in fa.crops)  # B inside A
     query_is_crop = a_is_crop <= b_is_crop
     distance = min(a_is_crop, b_is_crop)
-    correlation = crop_correlation(comparison_picture(a), comparison_picture(b), query_is_crop)
+    evidence = crop_evidence(comparison_picture(a), comparison_picture(b), query_is_crop)
     name = "crop" if query_is_crop else "uncrop"
-    result.crop = {"as": name, "distance": distance, "correlation": round(correlation, 3)}
-    if result.kind is None and distance <= CROP_RADIUS and correlation >= CROP_MIN_CORRELATION:
+    result.crop = {
+        "as": name,
+        "distance": distance,
+        "correlation": round(evidence.correlation, 3),
+        "detail": round(evidence.detail, 3),
+    }
+    if result.kind is None and distance <= CROP_RADIUS and evidence.confirmed:
         result.kind, result.transform, result.match_distance = "near", name, distance
 
 

@@ -17,12 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from dupwatch.index.confirm import (
-    CROP_MIN_CORRELATION,
-    TURN_MIN_CORRELATION,
-    crop_correlation,
-    turn_correlation,
-)
+from dupwatch.index.confirm import TURN_MIN_CORRELATION, crop_evidence, turn_correlation
 from dupwatch.index.crops import CROP_RADIUS
 from dupwatch.index.errors import FingerprintError
 from dupwatch.index.fingerprint import Fingerprint, comparison_picture
@@ -59,9 +54,9 @@ class _Pictures:
             self._query = comparison_picture(self.path)
         return self._query
 
-    def confirm(self, record: FileRecord, score: Callable[[Image.Image], float], least: float):
+    def confirm(self, record: FileRecord, check: Callable[[Image.Image], bool]) -> bool:
         try:
-            return score(comparison_picture(record.path)) >= least
+            return check(comparison_picture(record.path))
         except FingerprintError as error:
             log.debug("candidate not confirmed: %s", error)
             return False
@@ -87,7 +82,7 @@ def transformed_matches(
         if record is None:
             continue
         if pictures.confirm(record, lambda other, name=name: turn_correlation(
-                pictures.query, other, name), TURN_MIN_CORRELATION):  # fmt: skip
+                pictures.query, other, name) >= TURN_MIN_CORRELATION):  # fmt: skip
             found[file_id] = Found(record, distance, name)
     if index.crop_table is not None:
         skip = seen | set(found)
@@ -95,8 +90,8 @@ def transformed_matches(
             record = _candidate(index, txn, file_id, skip, path)
             if record is None:
                 continue
-            if pictures.confirm(record, lambda other, q=query_is_crop: crop_correlation(
-                    pictures.query, other, q), CROP_MIN_CORRELATION):  # fmt: skip
+            if pictures.confirm(record, lambda other, q=query_is_crop: crop_evidence(
+                    pictures.query, other, q).confirmed):  # fmt: skip
                 found[file_id] = Found(record, distance, "crop" if query_is_crop else "uncrop")
     return list(found.values())
 

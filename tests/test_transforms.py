@@ -14,7 +14,7 @@ from PIL import Image
 from dupwatch.daemon.config import ConfigError, load_config
 from dupwatch.index import Index
 from dupwatch.index.compare import compare
-from dupwatch.index.confirm import crop_correlation, turn_correlation
+from dupwatch.index.confirm import crop_evidence, turn_correlation
 from dupwatch.index.fingerprint import comparison_picture
 from dupwatch.index.transforms import (
     ORIENTATION_NAMES,
@@ -145,8 +145,10 @@ def test_confirmation_tells_a_copy_from_another_picture(copies) -> None:
     original = comparison_picture(copies["original"])
     assert turn_correlation(comparison_picture(copies["rot90"]), original, "rot90") > 0.95
     assert turn_correlation(comparison_picture(copies["other"]), original, "identity") < 0.8
-    assert crop_correlation(comparison_picture(copies["crop"]), original, True) > 0.9
-    assert crop_correlation(comparison_picture(copies["other"]), original, True) < 0.8
+    crop = crop_evidence(comparison_picture(copies["crop"]), original, True)
+    assert crop.confirmed and crop.correlation > 0.95 and crop.detail > 0.5
+    other = crop_evidence(comparison_picture(copies["other"]), original, True)
+    assert not other.confirmed and other.correlation < 0.8
 
 
 # --- dupwatch compare --------------------------------------------------------------------------
