@@ -217,13 +217,33 @@ def picture_hashes(gray: Image.Image) -> PictureHashes:
     )
     small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS, box=box)
     pixels = np.asarray(small)
-    turned = tuple(phash_bits(undo(pixels)) for undo in transforms.ORIENTATIONS.values())
-    crops = tuple(
-        phash_bits(thumb.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS,
-                                box=region))
-        for region in transforms.crop_boxes((left, top, right, bottom))
-    )  # fmt: skip
+    turns = [undo(pixels) for undo in list(transforms.ORIENTATIONS.values())[1:]]
+    turned = (phash_bits(pixels), *phash_many(np.stack(turns)))
+    crops = phash_many(_crop_inputs(thumb, (left, top, right, bottom)))
     return PictureHashes(turned, crops, box)
+
+
+def _crop_inputs(thumb: Image.Image, box: tuple[int, int, int, int]) -> NDArray[Any]:
+    """The 32x32 hash inputs of transforms.CROP_REGIONS, as windows of one or two small
+    resamplings of the picture (two resizes instead of one per region: ~30x cheaper)."""
+    windows = []
+    for grid, offsets in transforms.CROP_GRIDS:
+        resampled = np.asarray(thumb.resize((grid, grid), Image.Resampling.BOX, box=box))
+        windows += [
+            resampled[y : y + HASH_INPUT_SIZE, x : x + HASH_INPUT_SIZE]
+            for y in offsets
+            for x in offsets
+        ]
+    return np.stack(windows)
+
+
+def phash_many(inputs: NDArray[Any]) -> tuple[int, ...]:
+    """phash_bits of each 32x32 grayscale in a stack, with one DCT call for all of them."""
+    dct = _fftpack().dct
+    coefficients = dct(dct(inputs.astype(float), axis=1), axis=2)[:, :HASH_SIZE, :HASH_SIZE]
+    flat = coefficients.reshape(len(inputs), -1)
+    above = flat > np.median(flat, axis=1, keepdims=True)
+    return tuple(int.from_bytes(row.tobytes(), "big") for row in np.packbits(above, axis=1))
 
 
 def comparison_picture(

@@ -47,12 +47,16 @@ _TRIM_PASSES = 3  # a border of a second colour inside the first (white mat in b
 THUMBNAIL_SIDE = 128  # the shorter side of the analysis thumbnail, at least
 
 # Crop candidates: sub-regions of the (trimmed) picture, as (left, top, width, height) in
-# fractions of it. 80% windows on a 5x5 grid catch a 20% crop anywhere within 2.5% of the
-# picture's side (a coarser 3x3 grid left half of them too far off to hash alike); 90%
-# windows in the corners catch milder ones.
-_STEPS = (0.0, 0.05, 0.1, 0.15, 0.2)
-CROP_REGIONS: tuple[Box, ...] = tuple((x, y, 0.8, 0.8) for y in _STEPS for x in _STEPS) + tuple(
-    (x, y, 0.9, 0.9) for y in (0.0, 0.1) for x in (0.0, 0.1)
+# fractions of it. Each comes out of one small resampling of the picture (a grid): 32x32
+# windows of a 40x40 grid are 80% regions on a 5x5 lattice, which catch a 20% crop anywhere
+# within 2.5% of the picture's side (a 3x3 lattice left half of them too far off to hash
+# alike); windows of a 36x36 grid in the corners are 89% regions, for milder crops.
+CROP_GRIDS = ((40, (0, 2, 4, 6, 8)), (36, (0, 4)))
+CROP_REGIONS: tuple[Box, ...] = tuple(
+    (x / grid, y / grid, 32 / grid, 32 / grid)
+    for grid, offsets in CROP_GRIDS
+    for y in offsets
+    for x in offsets
 )
 
 
@@ -84,7 +88,8 @@ def orientations_for(transforms: Iterable[str]) -> tuple[str, ...]:
 
 
 def thumbnail_factor(size: tuple[int, int]) -> int:
-    """The box-reduction factor that leaves the shorter side at least THUMBNAIL_SIDE."""
+    """The box-reduction factor that leaves the shorter side at least THUMBNAIL_SIDE (a
+    coarser thumbnail places the borders too roughly: a pixel of it is a shift of ~1%)."""
     return max(1, min(size) // THUMBNAIL_SIDE)
 
 
@@ -147,13 +152,3 @@ def _border_coloured_share(kept: NDArray[Any], colours: list[float]) -> float:
     for colour in set(colours):
         near |= np.abs(kept - colour) <= _BORDER_TOLERANCE
     return float(near.mean())
-
-
-def crop_boxes(box: Box) -> list[Box]:
-    """CROP_REGIONS placed inside `box` (the trimmed picture), in the same pixel units."""
-    left, top, right, bottom = box
-    width, height = right - left, bottom - top
-    return [
-        (left + x * width, top + y * height, left + (x + w) * width, top + (y + h) * height)
-        for x, y, w, h in CROP_REGIONS
-    ]
