@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 HASH_TIMEOUT_S = 30.0  # per file; a 12 MP photo takes ~25 ms, an 89 MP 16-bit PNG ~5 s
 WORKER_MEMORY_BYTES = 4 << 30  # per hashing process: the largest allowed 16-bit PNG peaks ~2 GB
 HARD_GRACE_S = 10.0  # past the time limit, before a process that ignores it is killed
+# Files handed to each worker at once: the next one is already there when a worker finishes,
+# instead of a round trip through this process (~40% of the time of a 12 MP JPEG with 1).
+PREFETCH = 2
 # What fingerprint() imports, scipy lazily (~1 s): loaded before the first file's clock starts.
 HASHING_MODULES = ("dupwatch.index.fingerprint", "scipy.fftpack")
 
@@ -146,13 +149,14 @@ def _drain(
     limits: tuple[float, float],
 ) -> Iterator[Outcome]:
     """Run `pending` in `pool` until it is empty or the pool breaks (then return: the
-    caller starts another pool for what is left). At most `workers` files are in flight,
-    so each one submitted is being worked on and its deadline runs from its submission."""
+    caller starts another pool for what is left). Each worker has at most PREFETCH files in
+    flight, so a file waits behind at most PREFETCH - 1 others and its hard deadline, from
+    its submission, is PREFETCH times the limit of one file."""
     timeout_s, grace_s = limits
-    deadline_s = timeout_s + grace_s
+    deadline_s = (timeout_s + grace_s) * PREFETCH
     in_flight: dict[concurrent.futures.Future[Outcome], tuple[bytes, float]] = {}
     while pending or in_flight:
-        while pending and len(in_flight) < workers:
+        while pending and len(in_flight) < workers * PREFETCH:
             path = pending.pop()
             in_flight[pool.submit(task, path)] = (path, time.monotonic())
         oldest = min(started for _path, started in in_flight.values())
