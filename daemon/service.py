@@ -113,7 +113,9 @@ class Service:
                 self._loop.add_signal_handler(signum, self._stop.set)
         lock = IndexLock(self.index_path)
         try:
-            self.index = Index.open(self.index_path, radius=self.config.radius)
+            self.index = Index.open(
+                self.index_path, radius=self.config.radius, transforms=self.config.transforms
+            )
             try:
                 await asyncio.to_thread(self._check_index)
                 await self._serve()
