@@ -538,7 +538,12 @@ def test_everything_at_once(service: Service) -> None:
         payload = b'{"v": 1, "op": "status", "x": "' + b"a" * (10 << 20) + b'"}\n'
         for _ in range(5):
             with connect(service) as sock:
-                sock.sendall(payload)
+                try:
+                    sock.sendall(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The service answered after the first 64 KiB and closed; the answer may
+                    # still be waiting in the socket.
+                    pass
                 assert answers(sock, 1)[0]["error"]["code"] == "line_too_long"
 
     idle: list[socket.socket] = []
