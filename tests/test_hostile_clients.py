@@ -516,6 +516,31 @@ def test_half_closed_abandoned_and_slow_connections(service: Service) -> None:
     footprint.finish()
 
 
+def test_queries_of_a_huge_picture(service: Service) -> None:
+    """A small PNG of 36 megapixels costs a decode of ~100 MiB and most of a second: asked
+    for four times at once, it must neither starve the status nor keep the memory."""
+    big = service.base / "big.png"
+    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(big, compress_level=1)
+    footprint = Footprint(service, "4 queries at once of a 36 MP picture")
+    failures: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            with Client(service.socket, timeout_s=TIMEOUT_S) as client:
+                client.call("query", path=str(big))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    askers = [threading.Thread(target=query) for _ in range(4)]
+    with Prober(footprint):
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(TIMEOUT_S)
+    assert not failures, failures
+    footprint.finish()
+
+
 def test_everything_at_once(service: Service) -> None:
     """Fuzz, an idle flood, 10 MB lines, stalled subscribers and arrivals together."""
     footprint = Footprint(service, "all the abuses at once")
