@@ -58,10 +58,12 @@ OpHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 @dataclass(eq=False)
 class Connection:
     """One client: whether it may be closed to make room (waiting for a request, or stuck
-    writing to a peer that does not read), and when it last sent or took a byte."""
+    writing to a peer that does not read), whether it ever sent a byte, and when it last
+    sent or took one."""
 
     writer: asyncio.StreamWriter | None = None  # None while the stream is being set up
     evictable: bool = False
+    has_sent: bool = False
     since: float = field(default_factory=time.monotonic)
 
     def mark(self, *, evictable: bool) -> None:
@@ -69,7 +71,13 @@ class Connection:
         self.since = time.monotonic()
 
     def touch(self) -> None:
+        self.has_sent = True
         self.since = time.monotonic()
+
+    def eviction_order(self) -> tuple[bool, float]:
+        """Silent ones first (a flood of idle connections), then the longest quiet; a client
+        busy sending a long line is never closed for a squatter."""
+        return (self.has_sent, self.since)
 
 
 class _Reader(asyncio.StreamReader):
@@ -225,7 +233,7 @@ class Server:
         if not idle:
             log.warning("refused a connection: %d open, all busy", len(self.connections))
             return False
-        oldest = min(idle, key=lambda c: c.since)
+        oldest = min(idle, key=Connection.eviction_order)
         assert oldest.writer is not None
         _turn_away(oldest.writer, "closed to make room: too many connections, this one idle")
         self.connections.discard(oldest)  # its task ends on the aborted transport

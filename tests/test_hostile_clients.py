@@ -566,8 +566,7 @@ def test_everything_at_once(service: Service) -> None:
                 try:
                     sock.sendall(payload)
                 except (BrokenPipeError, ConnectionResetError):
-                    # The service answered after the first 64 KiB and closed; the answer may
-                    # still be waiting in the socket.
+                    # Closed mid-line, the answer (which says why) is still to be read.
                     pass
                 assert answers(sock, 1)[0]["error"]["code"] == "line_too_long"
 
@@ -592,6 +591,21 @@ def test_everything_at_once(service: Service) -> None:
     footprint.finish()
 
 
+async def subscribe_to(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(protocol.encode_request("subscribe"))
+    assert protocol.decode_line(await asyncio.wait_for(reader.readline(), 5))["ok"] is True
+    return reader, writer
+
+
+async def told_why(reader: asyncio.StreamReader) -> str:
+    """The message of the too_many_connections line a closed connection was sent."""
+    told = protocol.decode_line(await asyncio.wait_for(reader.readline(), 5))
+    assert told["error"]["code"] == "too_many_connections"
+    assert await asyncio.wait_for(reader.readline(), 5) == b""  # and then closed
+    return told["error"]["message"]
+
+
 async def cap_scenario(path: Path) -> None:
     async def status(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"state": "ready"}
@@ -599,22 +613,21 @@ async def cap_scenario(path: Path) -> None:
     server = Server({"status": status}, max_connections=3)
     await server.start(path)
     try:
-        idle = await asyncio.open_unix_connection(str(path))
-        subscribers = []
-        for _ in range(3):  # the third one makes room by closing the idle connection
-            reader, writer = await asyncio.open_unix_connection(str(path))
-            writer.write(protocol.encode_request("subscribe"))
-            assert protocol.decode_line(await reader.readline())["ok"] is True
-            subscribers.append((reader, writer))
-        told = protocol.decode_line(await asyncio.wait_for(idle[0].readline(), 5))
-        assert (
-            told["error"]["code"] == "too_many_connections" and "idle" in told["error"]["message"]
-        )
+        talker = await asyncio.open_unix_connection(str(path))
+        talker[1].write(b'{"v": 1, "op": ')  # half a request: it has sent something
+        await talker[1].drain()
+        idle = await asyncio.open_unix_connection(str(path))  # younger, but silent
+        subscribers = [await subscribe_to(path)]
+        await asyncio.sleep(0.1)  # the talker's bytes are in
+        subscribers.append(await subscribe_to(path))  # the silent one makes room
+        assert "idle" in await told_why(idle[0])
+        talker[1].write(b'"status"}\n')
+        assert protocol.decode_line(await asyncio.wait_for(talker[0].readline(), 5))["ok"]
+        subscribers.append(await subscribe_to(path))  # now the talker, quiet again
+        await told_why(talker[0])
         # Three subscribers waiting for alerts are all busy: a newcomer is turned away.
         reader, writer = await asyncio.open_unix_connection(str(path))
-        told = protocol.decode_line(await asyncio.wait_for(reader.readline(), 5))
-        assert told["error"]["code"] == "too_many_connections"
-        assert await asyncio.wait_for(reader.readline(), 5) == b""
+        assert "at most 3" in await told_why(reader)
         writer.close()
         server.publish(protocol.duplicate_event("/p.jpg", []))
         for sub_reader, _ in subscribers:
