@@ -474,14 +474,15 @@ class Writer:
     def _failed(self, error: FingerprintError, st: os.stat_result | None = None) -> None:
         if isinstance(error, MissingFile):
             return  # deleted before it could be read: nothing to say
-        self.stats.failed += 1
-        self.stats.last_failures.append(str(error))
         log.warning("%s", error)
         path = os.fsencode(error.path)
         if self.index.get(path) is not None and self.index.remove(path):
             self.stats.removed += 1  # its old fingerprint no longer describes it
         if st is not None:  # not read again, at a restart either, until it changes
             self.index.record_failures([(path, st, error.reason)])
+        # Counted once recorded: whoever sees the count can find the failure in the index.
+        self.stats.failed += 1
+        self.stats.last_failures.append(str(error))
 
     def _settle(self, *paths: bytes) -> None:
         """These paths are done (stored, failed or gone): a reconciliation may be complete."""

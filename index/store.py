@@ -153,12 +153,18 @@ def decode_failure(raw: bytes) -> Failure:
 
 class _Gate:
     """Transactions of this process, or one change of the map size, never both: resizing
-    the map under an open transaction invalidates it (and a memory view into it)."""
+    the map under an open transaction invalidates it (and a memory view into it).
+
+    Read transactions also take turns (`reader_turn`): under the GIL readers side by side
+    gain nothing, and two busy ones starve the writer, since py-lmdb gives the GIL up on
+    every call and each call of the writer then waits a switch interval for it back (two
+    threads querying back to back held a single put for seconds on 2 cores)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._open = 0
         self._resizing = False
+        self.reader_turn = threading.RLock()  # re-entrant: a read may nest in a read
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -294,14 +300,17 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A short read transaction; memory views into the map are valid only inside it."""
-        with self._gate.reading():
-            try:
-                txn = self.env.begin(buffers=True)
-            except lmdb.MapResizedError:
-                self._adopt_new_size()
-                txn = self.env.begin(buffers=True)
-            with txn:
-                yield txn
+        while True:
+            with self._gate.reading(), self._gate.reader_turn:
+                try:
+                    txn = self.env.begin(buffers=True)
+                except lmdb.MapResizedError:
+                    txn = None  # another process grew the map: adopt it outside the gate
+                if txn is not None:
+                    with txn:
+                        yield txn
+                    return
+            self._adopt_new_size()
 
     def write(self, change: Callable[[lmdb.Transaction], T]) -> T:
         """Run `change` in one write transaction, growing the map and retrying when full."""

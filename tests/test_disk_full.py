@@ -150,6 +150,49 @@ def test_readers_in_other_threads_while_the_map_grows(tmp_path: Path) -> None:
     assert result.stdout.strip() == "{}", result.stdout
 
 
+GROW_IN_ANOTHER_PROCESS = """
+import os, random, sys
+from dupwatch.index import DEFAULT_RADIUS, Index
+from dupwatch.index.fingerprint import HASH_PARAMS, Fingerprint
+from dupwatch.index.store import Store
+folder, prefix = sys.argv[1:]
+index = Index(Store(folder, hash_params=HASH_PARAMS, map_size=64 << 10), DEFAULT_RADIUS)
+rng = random.Random(prefix)
+st = os.stat(folder)
+fingerprints = [
+    Fingerprint(rng.getrandbits(64), rng.randbytes(16), 16, 16, "PNG", 100) for _ in range(2000)
+]
+index.put_many((f"{folder}/{prefix}{i}.png", fp, st) for i, fp in enumerate(fingerprints))
+index.close()
+"""
+
+
+def grow_in_another_process(folder: Path, prefix: str) -> None:
+    before = os.path.getsize(folder / "data.mdb")
+    command = [sys.executable, "-c", GROW_IN_ANOTHER_PROCESS, str(folder), prefix]
+    subprocess.run(command, check=True, timeout=120)
+    assert os.path.getsize(folder / "data.mdb") > before
+
+
+def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None:
+    """An index open for writing, then one open read-only (`dupwatch query` without the
+    service), while another process grows the map: each maps the new size (LMDB's
+    MDB_MAP_RESIZED) and goes on."""
+    astronaut, camera = SKIMAGE_DATA / "astronaut.png", SKIMAGE_DATA / "camera.png"
+    first = fingerprint(astronaut)
+    with tiny_map_index(tmp_path) as index:
+        index.put(astronaut, first, os.stat(astronaut))
+        grow_in_another_process(tmp_path, "a")
+        assert [m.record.path for m in index.query(first.bits, 0)] == [os.fsencode(astronaut)]
+        index.put(camera, fingerprint(camera), os.stat(camera))
+        assert len(index) == 2002 and index.check() == []
+    with Index(Store(tmp_path, hash_params=HASH_PARAMS, readonly=True), DEFAULT_RADIUS) as reader:
+        assert len(reader) == 2002
+        grow_in_another_process(tmp_path, "b")
+        assert [m.record.path for m in reader.query(first.bits, 0)] == [os.fsencode(astronaut)]
+        assert len(reader) == 4002 and reader.check() == []
+
+
 # A full disk under the running service
 
 
