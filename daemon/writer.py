@@ -43,6 +43,7 @@ WRITE_BATCH = 256  # hashed files per write transaction during a burst
 WRITE_EVERY_S = 0.25  # during a burst, write at least this often
 SUBMIT_PER_WORKER = 4  # hashes handed to the pool ahead; the rest wait here, cheap to cancel
 DEADLINE_TICK_S = 0.5  # how often the hashes in hand are held against their deadline
+POOL_RETRY_S = 1.0  # after hashing processes failed to start
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Writer:
         self._running_since: dict[bytes, float] = {}  # submitted path -> first seen running
         self.new_pool = new_pool
         self.pool = new_pool()
+        self._pool_retry_at: float | None = None  # set while new hashing processes fail to start
         self._crashes: dict[bytes, int] = {}  # path -> pools that broke while it was hashed
         self.ignore = tuple(ignore)
         self.on_duplicate = on_duplicate
@@ -214,6 +216,8 @@ class Writer:
             waits.append(DEADLINE_TICK_S)
         if self.disk.reason is not None:
             waits.append(CHECK_S)
+        if self._pool_retry_at is not None and self._waiting:
+            waits.append(max(0.0, self._pool_retry_at - time.monotonic()))
         return min(waits, default=None)
 
     def _should_flush(self) -> bool:
@@ -350,22 +354,40 @@ class Writer:
     # Hashing
 
     def _pump(self) -> None:
+        if self._pool_retry_at is not None and time.monotonic() < self._pool_retry_at:
+            return
+        replaced = False
         while self._waiting and len(self._submitted) < self._max_submitted:
-            path = self._waiting.popleft()
+            path = self._waiting[0]  # taken off only once submitted: a failure loses nothing
             try:
                 future = self.pool.submit(hash_file, path, self.hash_timeout_s)
-            except BrokenProcessPool:
-                self._waiting.appendleft(path)
-                self._replace_pool()
+            except Exception as error:  # a broken pool, or a forkserver killed mid-start
+                if replaced or not self._replace_pool():
+                    self._retry_pool_later(error)
+                    return
+                replaced = True
                 continue
+            self._waiting.popleft()
             self._submitted[path] = future
             future.add_done_callback(self._result_callback(path))
 
-    def _replace_pool(self) -> None:
-        """A worker died (killed, or crashed in a decoder): start a fresh pool."""
+    def _replace_pool(self) -> bool:
+        """A worker died (killed, or crashed in a decoder): start a fresh pool. False when
+        that failed too; _pump tries again a little later."""
         log.warning("a hashing process died; starting new ones")
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = self.new_pool()
+        try:
+            self.pool = self.new_pool()
+        except Exception as error:
+            self._retry_pool_later(error)
+            return False
+        self._pool_retry_at = None
+        return True
+
+    def _retry_pool_later(self, error: Exception) -> None:
+        log.warning("cannot start hashing processes (%s); trying again in %g s",
+                    error, POOL_RETRY_S)  # fmt: skip
+        self._pool_retry_at = time.monotonic() + POOL_RETRY_S
 
     def _result_callback(self, path: bytes) -> Callable[[Future[Any]], None]:
         def deliver(future: Future[Any]) -> None:  # runs in the pool's thread

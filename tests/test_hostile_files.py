@@ -604,11 +604,13 @@ def hashing_pool() -> ProcessPoolExecutor:
 
 
 @contextmanager
-def running_writer(folder: Path, hash_timeout_s: float) -> Iterator[Writer]:
+def running_writer(
+    folder: Path, hash_timeout_s: float, new_pool: Callable[[], Any] = hashing_pool
+) -> Iterator[Writer]:
     index = Index.open(folder / "index")
     writer = Writer(
         index,
-        hashing_pool,
+        new_pool,
         workers=2,
         ignore=(),
         on_duplicate=lambda result: None,
@@ -629,6 +631,32 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = 
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.02)
     return value
+
+
+def test_writer_waits_for_hashing_processes_that_fail_to_start(folder: Path) -> None:
+    """Killed workers whose replacements cannot start at once (the forkserver killed with
+    them and not yet gone: starting a process then fails with a plain OSError): the files
+    wait, new processes are tried again a moment later, and every file is indexed."""
+    pools: list[ProcessPoolExecutor] = []
+    refusals = [2]
+
+    def new_pool() -> ProcessPoolExecutor:
+        if pools and refusals[0]:
+            refusals[0] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")
+        pools.append(hashing_pool())
+        return pools[-1]
+
+    paths = [Path(os.fsdecode(p)) for p in small_pngs(folder, 6)]
+    with running_writer(folder, hash_timeout_s=30, new_pool=new_pool) as writer:
+        for pid in list(pools[0]._processes):  # the pool's workers
+            os.kill(pid, signal.SIGKILL)
+        for path in paths:
+            writer.submit(Change(ChangeKind.FILE, os.fsencode(path)))
+        wait_for(lambda: writer.stats.hashed == 6, what="the six files hashed")
+        assert refusals == [0] and len(pools) == 2
+        assert writer.stats.failed == 0
+        assert sorted(r.fspath for r in writer.index.files()) == sorted(map(str, paths))
 
 
 def test_writer_skips_a_file_past_the_time_limit(folder: Path) -> None:
