@@ -26,6 +26,7 @@ from dupwatch.index.fingerprint import (
     Fingerprint,
     comparison_picture,
     fingerprint,
+    match_distance,
     same_pixels,
 )
 from dupwatch.index.transformed import ORIENTATION_RADIUS
@@ -45,7 +46,9 @@ class Comparison:
     b: str
     radius: int
     transforms: list[str]
-    distance: int  # dupwatch's distance, the picture as it is
+    distance: int  # dupwatch's match distance, the picture as it is (match_distance)
+    full_distance: int  # of the whole pictures' pHashes
+    centre_distance: int  # of their central regions' pHashes
     distances: dict[str, int]  # plain imagehash of the full decode, for comparison
     orientations: dict[str, int]  # A turned back by each orientation, against B
     crop: dict[str, float | int | str] = field(default_factory=dict)
@@ -73,7 +76,12 @@ class Comparison:
             "radius": self.radius,
             "transforms": self.transforms,
             "smallest_radius": self.smallest_radius,
-            "distances": {"dupwatch": self.distance, **self.distances},
+            "distances": {
+                "dupwatch": self.distance,
+                "full": self.full_distance,
+                "centre": self.centre_distance,
+                **self.distances,
+            },
             "orientations": self.orientations,
             "crop": self.crop,
         }
@@ -88,7 +96,8 @@ class Comparison:
         chosen = ",".join(self.transforms) or "none"
         out = [
             f"{verdict} (radius {self.radius}, transforms {chosen})",
-            f"dupwatch distance {self.distance}: they match as they are from --radius "
+            f"dupwatch distance {self.distance} (whole picture {self.full_distance}, centre "
+            f"{self.centre_distance}): they match as they are from --radius "
             f"{self.smallest_radius}",
             "plain imagehash (full decode): "
             + ", ".join(f"{name} {d}" for name, d in self.distances.items()),
@@ -118,18 +127,21 @@ def compare(
     """Compare two image files; raises a FingerprintError naming the file that fails."""
     chosen = parse_transforms(transforms)
     fa, fb = fingerprint(a), fingerprint(b)
+    full = _distance(fa.bits, fb.bits)
     result = Comparison(
         a=os.fsdecode(a),
         b=os.fsdecode(b),
         radius=radius,
         transforms=sorted(chosen),
-        distance=_distance(fa.bits, fb.bits),
+        distance=match_distance(full, fa.centre, fb.centre),
+        full_distance=full,
+        centre_distance=_distance(fa.centre or 0, fb.centre or 0),
         distances={name: _plain_distance(method, a, b) for name, method in PLAIN_HASHES.items()},
         orientations={
             name: _distance(fa.oriented(name), fb.bits) for name in ORIENTATION_NAMES[1:]
         },
     )
-    kind = _kind(a, b, fa, fb, result.distance, radius)
+    kind = _kind(a, b, fa, fb, result, radius)
     if kind is not None:
         result.kind, result.match_distance = kind, result.distance
         return result
@@ -147,12 +159,14 @@ def compare(
     return result
 
 
-def _kind(a, b, fa: Fingerprint, fb: Fingerprint, distance: int, radius: int) -> str | None:
+def _kind(a, b, fa: Fingerprint, fb: Fingerprint, result: Comparison, radius: int) -> str | None:
+    """As the index decides it (Index._kind)."""
     if fa.digest == fb.digest:
         return "exact"
-    if distance == 0 and (fa.width, fa.height) == (fb.width, fb.height) and same_pixels(a, b):
+    same_size = (fa.width, fa.height) == (fb.width, fb.height)
+    if result.full_distance == 0 and same_size and same_pixels(a, b):
         return "pixel"
-    return "near" if distance <= radius else None
+    return "near" if result.distance <= radius else None
 
 
 def _compare_crops(result: Comparison, a, b, fa: Fingerprint, fb: Fingerprint) -> None:

@@ -76,7 +76,8 @@ HASH_PARAMS: dict[str, Any] = {
     "gray16": "scaled",
     "trim": "uniform borders",
     "crop_regions": len(transforms.CROP_REGIONS),
-    "version": 2,
+    "confirm": "centre 80% region",
+    "version": 3,
 }
 
 IMAGE_SUFFIXES = frozenset(
@@ -132,7 +133,7 @@ class Fingerprint:
     of the file's bytes, `width`/`height` the upright size, `format` Pillow's format name,
     `size` the file's length in bytes. `orientations` holds the pHash of the picture turned
     back by each of transforms.ORIENTATION_NAMES (the first is `bits`), `crops` the pHash of
-    each of transforms.CROP_REGIONS.
+    each of transforms.CROP_REGIONS (one of them is the centre's, see match_distance).
     """
 
     bits: int
@@ -147,6 +148,28 @@ class Fingerprint:
     def oriented(self, name: str) -> int:
         """The pHash of the picture turned back by orientation `name` ("rot90", ...)."""
         return self.orientations[transforms.ORIENTATION_NAMES.index(name)]
+
+    @property
+    def centre(self) -> int | None:
+        """The pHash of the central 80% region; None for a fingerprint made without regions."""
+        return self.crops[transforms.CENTRE_REGION] if self.crops else None
+
+
+def match_distance(full: int, centre: int | None = None, other_centre: int | None = None) -> int:
+    """How far apart two pictures are, given the Hamming distance of their pHashes (`full`)
+    and their centre regions' pHashes: `full`, raised to the mean of it and the centres'
+    distance. They match at a radius r when both hashes agree on average within r and the
+    full hashes within r.
+
+    Chosen on the accuracy benchmark (README "Accuracy"): at radius 10 the full pHash alone
+    paired different pictures with little in them (a blue backdrop and an orange fundus) on
+    four of six seeds, and at 12 on all; with the centre's second opinion radius 12 pairs none
+    on any seed and finds more mild copies (5% crops, corner watermarks) than 10 did. When
+    either centre is unknown (a query by hash alone) it is the full distance.
+    """
+    if centre is None or other_centre is None:
+        return full
+    return max(full, (full + (centre ^ other_centre).bit_count() + 1) // 2)
 
 
 def is_image_name(name: str | bytes) -> bool:

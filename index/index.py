@@ -24,6 +24,7 @@ from dupwatch.index.fingerprint import (
     HASH_PARAMS,
     Fingerprint,
     fingerprint,
+    match_distance,
 )
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
 from dupwatch.index.ignore import ignored_keys, is_ignored, pair_key
@@ -45,10 +46,11 @@ from dupwatch.index.update import Plan, Progress, UpdateReport, plan, rehash, up
 
 log = logging.getLogger(__name__)
 
-# Hamming distance (of 64 bits) at or below which two pictures count as the same, chosen on
-# the accuracy benchmark (tests/bench/accuracy.py, README "Accuracy"): the best near-copy F1
-# with no false pair among distinct originals (seed 6); also the best F1 on seeds 7-9.
-DEFAULT_RADIUS = 10
+# The match distance (fingerprint.match_distance: Hamming distances of 64-bit pHashes) at or
+# below which two pictures count as the same, chosen on the accuracy benchmark
+# (tests/bench/accuracy.py, README "Accuracy"): the best near-copy F1 with no false pair among
+# distinct originals, on each of six seeds.
+DEFAULT_RADIUS = 12
 MAX_RADIUS = 32  # past this a 64-bit pHash matches unrelated pictures
 
 
@@ -231,13 +233,15 @@ class Index:
             path = absolute(target)
             fp = fingerprint(path)
             bits = fp.bits
+        centre = None if fp is None else fp.centre
         with self.store.read() as txn:
-            return self._matches(txn, bits, fp, path, radius)
+            return self._matches(txn, bits, centre, fp, path, radius)
 
     def _matches(
         self,
         txn: lmdb.Transaction,
         bits: int,
+        centre: int | None,
         fp: Fingerprint | None,
         path: bytes | None,
         radius: int,
@@ -245,20 +249,25 @@ class Index:
         exclude: int | None = None,
         writable: bool = False,
     ) -> list[Match]:
-        """`writable`: `txn` is a write transaction, where pixel digests made on the way are
+        """Records within `radius` of the picture whose hashes are `bits` and `centre`
+        (match_distance); the tree proposes them by `bits` alone, which is never farther.
+        `writable`: `txn` is a write transaction, where pixel digests made on the way are
         kept in their records."""
         found = []
-        for distance, near_bits in self.tree.find(bits, radius, txn=txn):
+        for full, near_bits in self.tree.find(bits, radius, txn=txn):
             for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
                 if file_id == exclude:
                     continue
                 record = self.store.record(txn, file_id)
                 if record is None:
                     continue
+                distance = match_distance(full, centre, record.centre)
+                if distance > radius:
+                    continue
                 if path is not None and record.path == path:
                     found.append(Match(record, 0, Kind.EXACT, is_self=True))
                 else:
-                    kind = self._kind(txn, record, fp, path, distance, writable)
+                    kind = self._kind(txn, record, fp, path, full, writable)
                     found.append(Match(record, distance, kind))
         if fp is not None and self.transforms:
             seen = {m.record.id for m in found} | {exclude}
@@ -271,15 +280,16 @@ class Index:
         record: FileRecord,
         fp: Fingerprint | None,
         path: bytes | None,
-        distance: int,
+        full: int,
         writable: bool,
     ) -> Kind:
-        """How an indexed record duplicates a fingerprint (of the file at `path`)."""
+        """How an indexed record duplicates a fingerprint (of the file at `path`), whose
+        whole-picture hashes are `full` apart."""
         if fp is None:
             return Kind.NEAR
         if record.digest == fp.digest:
             return Kind.EXACT
-        if distance == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
+        if full == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
             mine = self.pixels.of_file(path, fp.digest)
             if mine is not None and mine == self.pixels.of_record(txn, record, writable=writable):
                 return Kind.PIXEL
@@ -290,7 +300,8 @@ class Index:
         other = match.record
         if record.digest == other.digest:
             return Kind.EXACT
-        if match.distance == 0 and (record.width, record.height) == (other.width, other.height):
+        same_size = (record.width, record.height) == (other.width, other.height)
+        if record.bits == other.bits and same_size:
             mine = self.pixels.of_record(txn, record, writable=True)
             if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
                 return Kind.PIXEL
@@ -352,12 +363,12 @@ class Index:
             width=fp.width,
             height=fp.height,
             format=fp.format,
+            centre=fp.centre,
         )
         # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
         pair_radius = self._pair_radius(txn)
-        matches = self._matches(
-            txn, fp.bits, fp, path, max(self.radius, pair_radius), writable=True
-        )
+        radius = max(self.radius, pair_radius)
+        matches = self._matches(txn, fp.bits, fp.centre, fp, path, radius, writable=True)
         pixels = self.pixels.known(fp.digest)  # made if a same-size candidate needed it
         if pixels is not None:
             record = dataclasses.replace(record, pixel_digest=pixels)
@@ -552,7 +563,10 @@ class Index:
     def _store_pairs(self, txn: lmdb.Transaction, radius: int) -> None:
         txn.drop(self.store.dbs[b"pairs"], delete=False)
         for record in list(self.store.records(txn)):
-            for match in self._matches(txn, record.bits, None, None, radius, exclude=record.id):
+            matches = self._matches(
+                txn, record.bits, record.centre, None, None, radius, exclude=record.id
+            )
+            for match in matches:
                 if match.record.id > record.id:
                     kind = self._pair_kind(txn, record, match)
                     pair = Pair(match.record.id, match.distance, kind)

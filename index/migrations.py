@@ -13,39 +13,42 @@ from typing import TYPE_CHECKING
 import lmdb
 
 if TYPE_CHECKING:
-    from dupwatch.index.store import FileRecord, Store
+    from dupwatch.index.store import Store
 
 # The pair radius schema 1 stored its pairs at without recording it (the default then).
 SCHEMA_1_PAIR_RADIUS = 8
 
 
-# A schema 1 file record: dev, ino, size, mtime_ns, bits, digest, width, height, format length,
-# then the format and the path.
-_RECORD_1 = struct.Struct("<QQQqQ16sIIB")
+# File records, field by field (store.py has the current layout). Each step inserts the
+# fields it adds into the bytes, so it does not depend on the layout of later schemas:
+#   schema 1: dev, ino, size, mtime_ns, bits, digest, width, height, format length, format, path
+#   schema 2: ... digest, pixel digest (16 bytes, zero until needed), width, ...
+#   schema 3: ... bits, centre hash (8 bytes), centre known (1 byte), digest, ...
+_BITS_END = struct.calcsize("<QQQqQ")
+_DIGEST_END = _BITS_END + 16
 
 
-def _record_1(file_id: int, raw: bytes) -> FileRecord:
-    from dupwatch.index.store import FileRecord  # store imports this module
-
-    dev, ino, size, mtime_ns, bits, digest, width, height, fmt_len = _RECORD_1.unpack_from(raw)
-    fmt_end = _RECORD_1.size + fmt_len
-    fmt = bytes(raw[_RECORD_1.size : fmt_end]).decode("ascii")
-    path = bytes(raw[fmt_end:])
-    return FileRecord(file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt)
+def _insert_into_records(txn: lmdb.Transaction, store: Store, at: int, added: bytes) -> None:
+    files = store.dbs[b"files"]
+    old = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=files)]
+    for key, raw in old:
+        txn.put(key, raw[:at] + added + raw[at:], db=files)
 
 
 def _1_to_2(store: Store, txn: lmdb.Transaction) -> None:
     """Schema 2 keeps a digest of the decoded pixels in each file record (empty until a
     `pixel` comparison needs it), remembers files that failed (the `failed` table, made
     when the environment opens) and records the radius its pairs were stored at."""
-    from dupwatch.index.store import encode_record, from_u64, u64
-
-    files = store.dbs[b"files"]
-    old = [(from_u64(bytes(k)), bytes(v)) for k, v in txn.cursor(db=files)]
-    for file_id, raw in old:
-        txn.put(u64(file_id), encode_record(_record_1(file_id, raw)), db=files)
+    _insert_into_records(txn, store, _DIGEST_END, bytes(16))
     if store.get_meta(txn, b"pair_radius") is None:
         store.put_meta(txn, b"pair_radius", str(SCHEMA_1_PAIR_RADIUS).encode())
 
 
-MIGRATIONS: dict[int, Callable[[Store, lmdb.Transaction], None]] = {1: _1_to_2}
+def _2_to_3(store: Store, txn: lmdb.Transaction) -> None:
+    """Schema 3 keeps the centre region's hash in each file record. Records of schema 2 have
+    none (it needs the file read again): their index has hash version 2, which this dupwatch
+    refuses until `dupwatch reindex` hashes every file again."""
+    _insert_into_records(txn, store, _BITS_END, struct.pack("<Q?", 0, False))
+
+
+MIGRATIONS: dict[int, Callable[[Store, lmdb.Transaction], None]] = {1: _1_to_2, 2: _2_to_3}

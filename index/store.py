@@ -24,7 +24,7 @@ from dupwatch.index.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
 MAX_MAP_SIZE = 1 << 40
 
@@ -75,6 +75,7 @@ class FileRecord:
     format: str
     # Of the fully decoded pixels; computed only when needed to tell a `pixel` match.
     pixel_digest: bytes = bytes(16)
+    centre: int | None = None  # the centre region's pHash (Fingerprint.centre)
 
     @property
     def has_pixel_digest(self) -> bool:
@@ -90,7 +91,9 @@ class FileRecord:
         return self.width * self.height
 
 
-_RECORD = struct.Struct("<QQQqQ16s16sIIB")
+# dev, ino, size, mtime_ns, bits, centre, whether the centre is known, digest, pixel digest,
+# width, height, format length; then the format and the path.
+_RECORD = struct.Struct("<QQQqQQ?16s16sIIB")
 
 
 def encode_record(record: FileRecord) -> bytes:
@@ -101,6 +104,8 @@ def encode_record(record: FileRecord) -> bytes:
         record.size,
         record.mtime_ns,
         record.bits,
+        record.centre or 0,
+        record.centre is not None,
         record.digest,
         record.pixel_digest,
         record.width,
@@ -111,15 +116,15 @@ def encode_record(record: FileRecord) -> bytes:
 
 
 def decode_record(file_id: int, raw: bytes) -> FileRecord:
-    dev, ino, size, mtime_ns, bits, digest, pixels, width, height, fmt_len = _RECORD.unpack_from(
-        raw
-    )
+    (dev, ino, size, mtime_ns, bits, centre, has_centre, digest, pixels, width, height,
+     fmt_len) = _RECORD.unpack_from(raw)  # fmt: skip
     fmt_end = _RECORD.size + fmt_len
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
     return FileRecord(
-        file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels
-    )
+        file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels,
+        centre if has_centre else None,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

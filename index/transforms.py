@@ -58,6 +58,10 @@ CROP_REGIONS: tuple[Box, ...] = tuple(
     for y in offsets
     for x in offsets
 )
+# The central 80% region: its hash is every fingerprint's second opinion (see
+# fingerprint.match_distance), since a mild crop or a watermark in a corner barely moves it
+# while two different pictures that agree overall rarely agree there too.
+CENTRE_REGION = CROP_REGIONS.index((4 / 40, 4 / 40, 32 / 40, 32 / 40))
 
 
 class TransformError(DupwatchError, ValueError):

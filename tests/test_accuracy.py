@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dupwatch.index import DEFAULT_RADIUS, Index
+from dupwatch.index.fingerprint import fingerprint, match_distance
 
 _SPEC = importlib.util.spec_from_file_location(
     "dupbench", Path(__file__).parent / "bench" / "dupbench.py"
@@ -22,6 +26,13 @@ assert _SPEC is not None and _SPEC.loader is not None
 dupbench = importlib.util.module_from_spec(_SPEC)
 sys.modules["dupbench"] = dupbench  # dataclasses look their module up by name
 _SPEC.loader.exec_module(dupbench)
+
+
+DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+
+
+def dupwatch(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DUPWATCH, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +102,63 @@ def test_rotate_flip_and_crop_transforms_find_the_hard_copies(bench, tmp_path) -
     rotated = dupbench.true_pairs(bench)["rot90"]
     assert {pairs[p][1] for p in rotated} <= {"rot90", "rot270"}  # by which file came first
     assert DEFAULT_RADIUS >= 8
+
+
+# --- the centre's second opinion (fingerprint.match_distance) --------------------------------
+
+
+def photo_tile(name: str, row: int, col: int, side: int = 320) -> Image.Image:
+    """A 112 px tile of a photograph a package ships, as the benchmark cuts them, scaled up."""
+    [source] = [s for s in dupbench.sources() if s.name == name]
+    photo = Image.open(source.path).convert("RGB")
+    tile = photo.crop((col * 112, row * 112, (col + 1) * 112, (row + 1) * 112))
+    return tile.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def test_the_centre_tells_look_alikes_apart_and_keeps_a_mild_crop(tmp_path: Path) -> None:
+    """Two different pictures with little in them whose whole-picture pHashes are 12 apart
+    (a grass tile, a tile of china.jpg) are not paired at the default radius, since their
+    centres disagree; a photo with 4% cut off each side, 12 apart too, is paired."""
+    [source] = [s for s in dupbench.sources() if s.name == "astronaut.png"]
+    astronaut = Image.open(source.path).convert("RGB")
+    astronaut.thumbnail((512, 512))
+    astronaut.save(tmp_path / "astronaut.png")
+    w, h = astronaut.size
+    astronaut.crop((20, 20, w - 20, h - 20)).save(tmp_path / "astronaut_cut.png")
+    photo_tile("grass.png", 1, 3).save(tmp_path / "grass.png")
+    photo_tile("china.jpg", 2, 4).save(tmp_path / "china.png")
+
+    fps = {p.stem: fingerprint(p) for p in tmp_path.glob("*.png")}
+    full = {pair: (fps[pair[0]].bits ^ fps[pair[1]].bits).bit_count()
+            for pair in (("astronaut", "astronaut_cut"), ("grass", "china"))}  # fmt: skip
+    assert full == {("astronaut", "astronaut_cut"): 12, ("grass", "china"): 12}
+    assert match_distance(12, fps["grass"].centre, fps["china"].centre) > DEFAULT_RADIUS
+    assert match_distance(12, fps["astronaut"].centre, fps["astronaut_cut"].centre) <= 12
+
+    with Index.open(tmp_path / "index") as index:
+        assert index.radius == DEFAULT_RADIUS == 12
+        for stem in ("astronaut", "grass"):
+            assert index.add(tmp_path / f"{stem}.png").matches == []
+        [cut] = index.add(tmp_path / "astronaut_cut.png").matches
+        assert (Path(cut.record.fspath).name, str(cut.kind)) == ("astronaut.png", "near")
+        assert index.add(tmp_path / "china.png").matches == []
+        by_hash = index.query(fps["china"].bits)  # by hash alone there is no centre to ask
+        assert [(Path(m.record.fspath).name, m.distance) for m in by_hash] == [
+            ("china.png", 0),
+            ("grass.png", 12),
+        ]
+
+    compared = dupwatch("compare", "--json", tmp_path / "china.png", tmp_path / "grass.png")
+    assert compared.returncode == 1, compared.stderr
+    result = json.loads(compared.stdout)
+    assert result["distances"]["full"] == 12 and result["distances"]["centre"] > 20
+    assert result["smallest_radius"] == result["distances"]["dupwatch"] > DEFAULT_RADIUS
+
+
+def test_match_distance_is_the_full_distance_raised_to_the_mean_with_the_centre() -> None:
+    assert match_distance(10) == 10  # a centre unknown on either side
+    assert match_distance(10, 0b1111, None) == 10
+    assert match_distance(10, 0, 0) == 10  # the centre agrees: the full distance
+    assert match_distance(10, 0, (1 << 14) - 1) == 12  # mean of 10 and 14
+    assert match_distance(10, 0, (1 << 15) - 1) == 13  # rounded up: never below the mean
+    assert match_distance(12, 0, (1 << 28) - 1) == 20

@@ -3,6 +3,7 @@ damaged or aged by hand through LMDB."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -15,6 +16,7 @@ import skimage
 from PIL import Image
 
 from dupwatch.index import DEFAULT_RADIUS, FileRecord, Index, IndexMismatch, StoreError
+from dupwatch.index.fingerprint import HASH_PARAMS
 from dupwatch.index.store import SCHEMA_VERSION, TABLES, u64
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -138,11 +140,12 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
         Index.open(index, readonly=True)
     with Index.open(index) as ix:  # writable: migrates
         assert ix.check() == []
-        assert list(ix.files()) == before  # every field read back through the new layout
+        # Every field read back through the new layout; a centre hash needs the file read again.
+        assert list(ix.files()) == [dataclasses.replace(r, centre=None) for r in before]
         assert len(ix.groups()) == 1
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 2
+        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 3
         # Migrated at schema 1's radius 8, then groups() at the default radius stored them again.
         assert txn.get(b"pair_radius", db=dbs[b"meta"]) == str(DEFAULT_RADIUS).encode()
     env.close()
@@ -150,6 +153,53 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
     with Index.open(index) as ix:
         ix.update([pics])
         assert [Path(f.path.decode()).name for f in ix.failures()] == ["broken.jpg"]
+
+
+def schema_2_record(record: FileRecord) -> bytes:
+    """A file record as schema 2 wrote it: no centre hash."""
+    head = struct.pack(
+        "<QQQqQ16s16sIIB",
+        *(record.dev, record.ino, record.size, record.mtime_ns, record.bits, record.digest),
+        *(record.pixel_digest, record.width, record.height, len(record.format)),
+    )
+    return head + record.format.encode() + record.path
+
+
+def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -> None:
+    """Schema 2 records have no centre hash, and their index hash version 2: the layout is
+    migrated when opened for writing, then the service and every command refuse the old
+    hashes until `dupwatch reindex` has read every file again."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    img = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB")
+    img.save(pics / "a.jpg")
+    img.resize((100, 100)).save(pics / "b.jpg")
+    index = tmp_path / "index"
+    with Index.open(index) as ix:
+        ix.update([pics], workers=1)
+        before = list(ix.files())
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        for record in before:
+            txn.put(u64(record.id), schema_2_record(record), db=dbs[b"files"])
+        txn.put(b"schema", b"2", db=dbs[b"meta"])
+        params = {**HASH_PARAMS, "version": 2}
+        del params["confirm"]
+        txn.put(b"hash", json.dumps(params, sort_keys=True).encode(), db=dbs[b"meta"])
+    env.close()
+
+    with pytest.raises(IndexMismatch, match="dupwatch reindex"):
+        Index.open(index)
+    result = dupwatch("scan", "--index", index, pics)
+    assert result.returncode == 2 and "dupwatch reindex" in result.stderr
+    result = dupwatch("reindex", "--index", index)
+    assert result.returncode == 0, result.stderr
+    with Index.open(index) as ix:
+        assert ix.check() == []
+        records = {Path(r.fspath).name: r for r in ix.files()}
+        assert sorted(records) == ["a.jpg", "b.jpg"]
+        assert all(r.centre is not None for r in records.values())
+        assert len(ix.groups()) == 1
 
 
 def test_a_newer_schema_is_refused(indexed: tuple[Path, Path]) -> None:

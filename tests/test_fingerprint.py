@@ -135,9 +135,10 @@ GOLDEN = {
 }
 
 
-def test_hash_params_name_the_version_with_border_trimming() -> None:
-    assert HASH_PARAMS["version"] == 2
+def test_hash_params_name_the_version_with_border_trimming_and_the_centre() -> None:
+    assert HASH_PARAMS["version"] == 3
     assert HASH_PARAMS["trim"] == "uniform borders"
+    assert HASH_PARAMS["confirm"] == "centre 80% region"
 
 
 # --- uniform borders, orientations, crop regions -------------------------------------------

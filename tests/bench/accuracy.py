@@ -5,7 +5,8 @@ Run: python tests/bench/accuracy.py [--seed 6] [--originals 228] [--copies 60] [
 
 Generates the benchmark (tests/bench/dupbench.py: real photographs shipped in packages, a copy
 of random originals per transform), then scores, pairwise on the same files in one run:
-  - dupwatch's hash at radii 0-16 (brute force: what the BK-tree returns at each radius);
+  - dupwatch at radii 0-16, by its pHash alone and by its match distance (whole picture and
+    centre region, fingerprint.match_distance), brute force: what the Index finds;
   - plain imagehash pHash/dHash/aHash/wHash with brute force, at thresholds 0-16;
   - imagededup's PHash find_duplicates at its default threshold (10), run by the Python given
     with --imagededup-python (imagededup pulls in torch: keep it in its own venv);
@@ -35,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import dupbench  # noqa: E402  (a sibling script, not a package)
 
-from dupwatch.index.fingerprint import fingerprint  # noqa: E402
+from dupwatch.index.fingerprint import Fingerprint, fingerprint  # noqa: E402
 from dupwatch.index.index import Index  # noqa: E402
 
 RADII = range(17)
@@ -72,7 +73,17 @@ def plain(method: Callable) -> Callable[[Path], int]:
 
 
 def curve(bench: dupbench.Benchmark, names: list[str], hashes: np.ndarray) -> list:
-    distances = dupbench.hamming_matrix(hashes)
+    return distance_curve(bench, names, dupbench.hamming_matrix(hashes))
+
+
+def match_distances(fingerprints: list[Fingerprint]) -> np.ndarray:
+    """dupwatch's match distance (fingerprint.match_distance) between every two files."""
+    full = dupbench.hamming_matrix(np.array([f.bits for f in fingerprints], dtype=np.uint64))
+    centre = dupbench.hamming_matrix(np.array([f.centre for f in fingerprints], dtype=np.uint64))
+    return np.maximum(full, (full + centre + 1) // 2)
+
+
+def distance_curve(bench: dupbench.Benchmark, names: list[str], distances: np.ndarray) -> list:
     upper = np.triu(np.ones(distances.shape, dtype=bool), 1)
     rows = []
     for radius in RADII:
@@ -210,9 +221,13 @@ def evaluate(bench: dupbench.Benchmark, folder: Path, args: argparse.Namespace) 
     print("\n".join(bench.description))
     print(f"command: python tests/bench/accuracy.py {' '.join(sys.argv[1:])}")
     print(f"{os.cpu_count()} cores; CPU ms per image in one process")
-    ours, ours_ms = timed_hashes(names, folder, lambda p: fingerprint(p).bits)
-    rows = curve(bench, names, ours)
-    print_curve(bench, "dupwatch (pHash of the picture inside uniform borders)", rows)
+    start = time.process_time()
+    ours = [fingerprint(folder / name) for name in names]
+    ours_ms = (time.process_time() - start) * 1000 / len(names)
+    full_rows = curve(bench, names, np.array([f.bits for f in ours], dtype=np.uint64))
+    print_curve(bench, "dupwatch's pHash alone (the picture inside uniform borders)", full_rows)
+    rows = distance_curve(bench, names, match_distances(ours))
+    print_curve(bench, "dupwatch's match distance (whole picture and centre)", rows)
     chosen = args.radius if args.radius is not None else choose_radius(bench, rows)
     print(f"\nchosen radius: {chosen} (best near F1 with no near false pair)")
     if args.curve_only:
