@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from dupwatch.index.errors import DupwatchError
 
 log = logging.getLogger(__name__)
 
+CONNECT_RETRY_S = 0.05
 START_HINT = "start it with `dupwatch daemon DIR...` or `systemctl --user start dupwatch`"
 
 
@@ -56,13 +58,34 @@ class Client:
             self._sock = None
 
     def connect(self) -> None:
-        """Connect now; raises DaemonNotRunning when nothing listens on the socket."""
+        """Connect now; raises DaemonNotRunning when nothing listens on the socket.
+
+        A full connection queue (the service busy accepting a crowd) is waited out until
+        `timeout_s`: on a Unix socket it fails at once with EAGAIN instead of blocking."""
         if self._sock is not None:
             return
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self._sock = self._connect_once()
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DupwatchError(
+                        f"{self.socket_path}: the service is busy: its connection queue stayed "
+                        f"full for {self.timeout_s} s"
+                    ) from None
+                time.sleep(CONNECT_RETRY_S)
+        self._file = self._sock.makefile("rb")
+
+    def _connect_once(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)
         try:
             sock.connect(str(self.socket_path))
+        except BlockingIOError:
+            sock.close()
+            raise
         except FileNotFoundError:
             sock.close()
             raise DaemonNotRunning(self.socket_path, "no such socket") from None
@@ -74,8 +97,7 @@ class Client:
             if exc.errno == errno.EACCES:
                 raise DupwatchError(f"{self.socket_path}: permission denied") from None
             raise DaemonNotRunning(self.socket_path, exc.strerror or str(exc)) from None
-        self._sock = sock
-        self._file = sock.makefile("rb")
+        return sock
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Send one request and return the successful response object (with `v` and `ok`).
@@ -99,12 +121,12 @@ class Client:
     def _events(self) -> Iterator[dict[str, Any]]:
         while True:
             try:
-                line = self._file.readline(protocol.MAX_LINE_BYTES + 1)
+                line = self._file.readline(protocol.MAX_RESPONSE_BYTES + 1)
             except OSError:
                 return
             if not line:
                 return
-            yield protocol.decode_line(line)
+            yield protocol.decode_line(line, limit=protocol.MAX_RESPONSE_BYTES)
 
     def _send(self, line: bytes) -> None:
         self.connect()
@@ -117,7 +139,7 @@ class Client:
 
     def _receive(self) -> dict[str, Any]:
         try:
-            line = self._file.readline(protocol.MAX_LINE_BYTES + 1)
+            line = self._file.readline(protocol.MAX_RESPONSE_BYTES + 1)
         except TimeoutError:
             self.close()
             raise DupwatchError(
@@ -128,7 +150,7 @@ class Client:
         if not line:
             self.close()
             raise DaemonNotRunning(self.socket_path, "the service hung up")
-        return protocol.decode_line(line)
+        return protocol.decode_line(line, limit=protocol.MAX_RESPONSE_BYTES)
 
 
 def call(op: str, socket_path: Path | str | None = None, **args: Any) -> dict[str, Any]:

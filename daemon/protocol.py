@@ -29,8 +29,9 @@ from dupwatch.index.errors import (
 )
 
 PROTOCOL_VERSION = 1
-# A response or an alert (a groups answer can be large).
-MAX_LINE_BYTES = 1 << 20
+# A response or an alert. A groups answer for a large collection runs to megabytes (a path
+# can be 4 KiB), and the service is the user's own: this only stops a runaway.
+MAX_RESPONSE_BYTES = 1 << 30
 # A request is a few paths (4 KiB each at most, 6 bytes a byte once escaped) and numbers:
 # anything longer is garbage or abuse, and each connection may buffer this much.
 MAX_REQUEST_BYTES = 64 << 10
@@ -124,7 +125,7 @@ def quote(value: Any) -> str:
     return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
 
 
-def decode_line(line: bytes, *, limit: int = MAX_LINE_BYTES) -> dict[str, Any]:
+def decode_line(line: bytes, *, limit: int = MAX_RESPONSE_BYTES) -> dict[str, Any]:
     """Parse one line into a JSON object; raises ProtocolError (bad_json) otherwise."""
     if len(line) > limit:
         raise ProtocolError(ErrorCode.LINE_TOO_LONG, f"line longer than {limit} bytes")

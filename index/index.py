@@ -220,7 +220,8 @@ class Index:
     ) -> list[Match]:
         """Indexed files that duplicate `target` (a path, a Fingerprint or a hash), best first.
 
-        When `target` is an indexed path, its own record is included with is_self.
+        When `target` is an indexed path, its own record is included with is_self. Pairs
+        marked "not a duplicate" are left out (a hash alone has no digest to tell them by).
         """
         radius = _check_radius(self.radius if radius is None else radius)
         path = None
@@ -235,7 +236,15 @@ class Index:
             bits = fp.bits
         centre = None if fp is None else fp.centre
         with self.store.read() as txn:
-            return self._matches(txn, bits, centre, fp, path, radius)
+            matches = self._matches(txn, bits, centre, fp, path, radius)
+            if fp is None:
+                return matches
+            # A pair the user marked "not a duplicate" is never reported (index/ignore.py).
+            return [
+                m
+                for m in matches
+                if m.is_self or not is_ignored(self.store, txn, fp.digest, m.record.digest)
+            ]
 
     def _matches(
         self,

@@ -189,7 +189,7 @@ def answers(sock: socket.socket, count: int) -> list[dict[str, Any]]:
     reader = sock.makefile("rb")
     out = []
     for _ in range(count):
-        line = reader.readline(protocol.MAX_LINE_BYTES + 1)
+        line = reader.readline()
         assert line.endswith(b"\n"), f"the service hung up after {len(out)} answers"
         out.append(protocol.decode_line(line))
     return out

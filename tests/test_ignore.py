@@ -70,6 +70,9 @@ def test_an_ignored_pair_is_not_grouped_even_after_a_rename(pics: Path, index: P
     assert "not duplicates:" in result.stdout
     assert group_names(index) == [{"coffee.png", "coffee_copy.png"}]
 
+    query = json.loads(dupwatch("query", "--json", pics / "small.jpg", index=index).stdout)
+    assert [Path(m["path"]).name for m in query["matches"]] == ["small.jpg"]  # itself only
+
     os.rename(pics / "small.jpg", pics / "renamed.jpg")
     assert dupwatch("scan", pics, index=index).returncode == 0  # the index follows the rename
     assert group_names(index) == [{"coffee.png", "coffee_copy.png"}]

@@ -39,7 +39,7 @@ def test_non_utf8_path_round_trips_as_ascii() -> None:
         (b'{"v": 1}\n', ErrorCode.BAD_REQUEST),
         (b'{"v": 1, "op": 7}\n', ErrorCode.BAD_REQUEST),
         (b'{"v": 1, "op": "rm -rf"}\n', ErrorCode.UNKNOWN_OP),
-        (b" " * (protocol.MAX_LINE_BYTES + 1), ErrorCode.LINE_TOO_LONG),
+        (b" " * (protocol.MAX_REQUEST_BYTES + 1), ErrorCode.LINE_TOO_LONG),
     ],
 )
 def test_bad_requests_name_their_fault(line: bytes, code: ErrorCode) -> None:

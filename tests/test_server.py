@@ -21,7 +21,7 @@ from dupwatch.daemon import protocol
 from dupwatch.daemon.client import Client, DaemonNotRunning
 from dupwatch.daemon.protocol import RemoteError
 from dupwatch.daemon.server import Peer, Server, ServerError
-from dupwatch.index.errors import NotAnImage
+from dupwatch.index.errors import DupwatchError, NotAnImage
 
 NOBODY = 65534
 
@@ -304,3 +304,41 @@ def test_socket_activation_socket_is_served_and_left_in_place(sock_dir: Path) ->
     finally:
         running.stop()
     assert path.exists()  # systemd owns an activated socket's file
+
+
+def test_a_client_waits_out_a_full_connection_queue(sock_dir: Path) -> None:
+    """A Unix socket whose queue of connections waiting to be accepted is full refuses a
+    connect at once with EAGAIN; the client waits (up to its timeout) instead of reporting
+    the service as not running."""
+    path = sock_dir / "busy.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    waiting = []
+    while True:  # fill the queue with connections nobody accepts
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            sock.close()
+            break
+        waiting.append(sock)
+    try:
+        with pytest.raises(DupwatchError, match="busy: its connection queue stayed full") as e:
+            Client(path, timeout_s=0.5).connect()
+        assert not isinstance(e.value, DaemonNotRunning)
+
+        def accept_the_queue() -> None:
+            for _ in waiting:
+                listener.accept()[0].close()
+
+        threading.Timer(0.3, accept_the_queue).start()
+        started = time.monotonic()
+        with Client(path, timeout_s=10) as client:
+            client.connect()
+        assert 0.25 < time.monotonic() - started < 10
+    finally:
+        for sock in waiting:
+            sock.close()
+        listener.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
@@ -533,6 +534,26 @@ def test_another_uid_cannot_use_the_service(daemon: Daemon) -> None:
 
 
 # Commands that talk to the service
+
+
+def test_a_groups_answer_of_megabytes_arrives_whole(daemon: Daemon) -> None:
+    """300 pairs of byte copies under a path of ~2,000 bytes: the `groups` answer is ~2 MB,
+    past the 1 MiB a client once read, and it arrives whole."""
+    deep = daemon.root.joinpath(*(f"{level}" * 240 for level in "abcdefgh"))
+    deep.mkdir(parents=True)
+    rng = random.Random(9)
+    for i in range(300):
+        tiny_png(deep / f"{i:03d}.png", rng)
+        shutil.copyfile(deep / f"{i:03d}.png", deep / f"{i:03d}-copy.png")
+    daemon.start()
+    daemon.wait_files(600)
+    with Client(daemon.socket, timeout_s=60) as client:
+        answer = client.call("groups")
+    assert len(json.dumps(answer)) > 1 << 20
+    assert len(answer["groups"]) == 300
+    for group in answer["groups"]:
+        names = sorted(Path(f["path"]).name for f in group["files"])
+        assert len(names) == 2 and names[0] == names[1].replace(".png", "-copy.png")
 
 
 def test_cli_watch_status_query_and_fallback(daemon: Daemon, tmp_path: Path) -> None:
