@@ -16,7 +16,7 @@ from dupwatch.index import Group
 from dupwatch.index.ignore import IgnoredPair
 from dupwatch.index.quarantine import DedupePlan, DedupeResult, Move, UndoResult
 
-CSV_FIELDS = ("group", "path", "kind", "distance", "keep", "width", "height", "bytes")
+CSV_FIELDS = ("group", "path", "kind", "distance", "keep", "width", "height", "bytes", "transform")
 FORMATS = ("text", "json", "csv", "imagededup")
 
 
@@ -48,18 +48,18 @@ def emit_groups(
 
 def write_csv(groups: Sequence[Group], out: IO[str]) -> None:
     """One row per file: group number (1-based, as listed), path, kind ("keep" for the
-    keeper), distance to the keeper, keep (true/false), width, height, bytes."""
+    keeper), distance to the keeper, keep (true/false), width, height, bytes, and how the
+    file is the keeper transformed (empty unless matched through --transforms)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for number, group in enumerate(groups, 1):
         keep = group.keep
-        row = [number, keep.fspath, "keep", 0, "true", keep.width, keep.height, keep.size]
+        row = [number, keep.fspath, "keep", 0, "true", keep.width, keep.height, keep.size, ""]
         writer.writerow(row)
         for m in group.members:
             r = m.record
-            writer.writerow(
-                [number, r.fspath, str(m.kind), m.distance, "false", r.width, r.height, r.size]
-            )
+            fields = [str(m.kind), m.distance, "false", r.width, r.height, r.size]
+            writer.writerow([number, r.fspath, *fields, m.transform or ""])
 
 
 def binary_stdout() -> IO[str]:

@@ -14,12 +14,12 @@ from dupwatch.index import FileRecord, Group, Match
 def group_to_json(group: Group) -> dict:
     """{"keep": PATH, "files": [...]}; the keeper comes first in "files", as kind "keep"."""
     keep = _file_json(group.keep, "keep", 0)
-    members = [_file_json(m.record, str(m.kind), m.distance) for m in group.members]
+    members = [_file_json(m.record, str(m.kind), m.distance, m.transform) for m in group.members]
     return {"keep": group.keep.fspath, "files": [keep, *members]}
 
 
-def _file_json(record: FileRecord, kind: str, distance: int) -> dict:
-    return {
+def _file_json(record: FileRecord, kind: str, distance: int, transform: str | None = None) -> dict:
+    out = {
         "path": record.fspath,
         "kind": kind,
         "distance": distance,
@@ -27,6 +27,9 @@ def _file_json(record: FileRecord, kind: str, distance: int) -> dict:
         "height": record.height,
         "bytes": record.size,
     }
+    if transform:
+        out["transform"] = transform  # how this file is the keeper transformed
+    return out
 
 
 def query_to_json(path: str | bytes, matches: list[Match]) -> dict:
@@ -59,15 +62,16 @@ def group_lines(group: Group) -> list[str]:
     ]
     for m in group.members:
         r = m.record
+        how = f", {m.transform}" if m.transform else ""
         lines.append(
             f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  "
-            f"({r.width}x{r.height}, {human_size(r.size)})"
+            f"({r.width}x{r.height}, {human_size(r.size)}{how})"
         )
     return lines
 
 
 def match_line(match: Match) -> str:
-    suffix = "  (itself)" if match.is_self else ""
+    suffix = "  (itself)" if match.is_self else f"  ({match.transform})" if match.transform else ""
     return f"  {match.kind:<5} {match.distance:>2}  {printable(match.record.path)}{suffix}"
 
 

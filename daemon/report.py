@@ -105,7 +105,8 @@ def _group_json(
 ) -> dict:
     files = [_file_json(group.keep, "keep", 0, thumbs, sidecars)]
     files += [
-        _file_json(m.record, str(m.kind), m.distance, thumbs, sidecars) for m in group.members
+        _file_json(m.record, str(m.kind), m.distance, thumbs, sidecars, m.transform)
+        for m in group.members
     ]
     return {
         "n": number,
@@ -116,13 +117,19 @@ def _group_json(
 
 
 def _file_json(
-    record: FileRecord, kind: str, distance: int, thumbs: dict[bytes, str], sidecars: Sequence[str]
+    record: FileRecord,
+    kind: str,
+    distance: int,
+    thumbs: dict[bytes, str],
+    sidecars: Sequence[str],
+    transform: str | None = None,
 ) -> dict:
     labels = labels_of(find_sidecars(record.path, sidecars))
     return {
         "path": record.path.decode("utf-8", "backslashreplace"),
         "kind": kind,
         "distance": distance,
+        "transform": transform or "",
         "size": f"{record.width}\u00d7{record.height}",
         "bytes": human_size(record.size),
         "thumb": thumbs.get(record.path, ""),
@@ -248,7 +255,8 @@ function figure(file) {
   } else {
     fig.append(el("div", "nothumb", "no preview"));
   }
-  const badge = file.kind === "keep" ? "KEEP" : file.kind + ", distance " + file.distance;
+  const badge = file.kind === "keep" ? "KEEP"
+    : file.kind + ", distance " + file.distance + (file.transform ? ", " + file.transform : "");
   fig.append(el("div", "badge", badge), el("div", "path", file.path),
              el("div", "meta", file.size + " \\u00b7 " + file.bytes));
   if (file.labels !== null) fig.append(el("div", "labels", "labels: " + file.labels));

@@ -6,6 +6,7 @@ import struct
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from dupwatch.index.pairs import Pair
 from dupwatch.index.store import FileRecord, decode_record, from_u64, path_key, u64
 
 if TYPE_CHECKING:
@@ -47,13 +48,13 @@ def check_index(index: Index) -> list[str]:
             problems.append(f"tree: header counts {len(index.tree)}, holds {len(tree_hashes)}")
 
         pairs = {
-            (from_u64(bytes(k)), from_u64(bytes(v)[:8]), bytes(v)[8:])
-            for k, v in txn.cursor(db=dbs[b"pairs"])
+            (from_u64(bytes(k)), Pair.decode(bytes(v))) for k, v in txn.cursor(db=dbs[b"pairs"])
         }
-        for a, b, code in sorted(pairs):
+        for a, pair in sorted(pairs, key=lambda entry: (entry[0], entry[1].other)):
+            b = pair.other
             if a not in records or b not in records:
                 problems.append(f"pairs: {a} -> {b} names a file that is not indexed")
-            if (b, a, code) not in pairs:
+            if (b, pair.seen_from(a)) not in pairs:
                 problems.append(f"pairs: {a} -> {b} has no reverse entry")
         next_id = from_u64(store.get_meta(txn, b"next_id") or u64(1))
         if records and max(records) >= next_id:

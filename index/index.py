@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import lmdb
 
@@ -28,6 +27,7 @@ from dupwatch.index.fingerprint import (
 )
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
 from dupwatch.index.ignore import ignored_keys, is_ignored, pair_key
+from dupwatch.index.pairs import KIND_CODES, Kind, Pair
 from dupwatch.index.pixels import PixelDigests
 from dupwatch.index.store import (
     Failure,
@@ -52,16 +52,6 @@ log = logging.getLogger(__name__)
 # distinct originals, on each of six seeds.
 DEFAULT_RADIUS = 12
 MAX_RADIUS = 32  # past this a 64-bit pHash matches unrelated pictures
-
-
-class Kind(StrEnum):
-    EXACT = "exact"  # same bytes
-    PIXEL = "pixel"  # same decoded pixels, other bytes
-    NEAR = "near"  # perceptual hashes within the radius
-
-
-_KIND_CODES = {Kind.EXACT: 0, Kind.PIXEL: 1, Kind.NEAR: 2}
-_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +83,9 @@ class AddResult:
 @dataclass(frozen=True, slots=True)
 class Group:
     keep: FileRecord
-    members: list[Match]  # every other copy, with its kind and distance to the keeper
-
-
-@dataclass
-class Pair:
-    other: int
-    distance: int
-    kind: Kind
+    # Every other copy, with its kind and distance to the keeper, and how it is the keeper
+    # transformed when it was matched through --transforms.
+    members: list[Match]
 
 
 def default_index_path() -> str:
@@ -134,7 +119,7 @@ def keeper_rank(record: FileRecord, keep: str = "largest", prefer: Sequence[byte
 
 
 def _best_first(match: Match) -> tuple:
-    return (match.distance, _KIND_CODES[match.kind], match.record.path)
+    return (match.distance, KIND_CODES[match.kind], match.record.path)
 
 
 def _check_radius(radius: int) -> int:
@@ -393,7 +378,8 @@ class Index:
             self.crop_table.add(record.id, fp.crops)
         for match in matches:
             if match.distance <= pair_radius:
-                self._put_pair(txn, record.id, Pair(match.record.id, match.distance, match.kind))
+                pair = Pair(match.record.id, match.distance, match.kind, match.transform)
+                self._put_pair(txn, record.id, pair)
         # A pair marked "not a duplicate" stays stored (so unignoring needs no rehash) but is
         # never returned, so the service's alerts skip it.
         shown = [
@@ -405,24 +391,20 @@ class Index:
         return AddResult(record, shown)
 
     def _put_pair(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
-        code = bytes([pair.distance, _KIND_CODES[pair.kind]])
         db = self.store.dbs[b"pairs"]
-        txn.put(u64(file_id), u64(pair.other) + code, db=db)
-        txn.put(u64(pair.other), u64(file_id) + code, db=db)
+        txn.put(u64(file_id), pair.code(), db=db)
+        txn.put(u64(pair.other), pair.seen_from(file_id).code(), db=db)
 
     def _pairs(self, txn: lmdb.Transaction, file_id: int) -> list[Pair]:
         cursor = txn.cursor(db=self.store.dbs[b"pairs"])
         if not cursor.set_key(u64(file_id)):
             return []
-        return [
-            Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]])
-            for raw in map(bytes, cursor.iternext_dup())
-        ]
+        return [Pair.decode(raw) for raw in map(bytes, cursor.iternext_dup())]
 
     def _pairs_as_matches(self, record: FileRecord) -> list[Match]:
         with self.store.read() as txn:
             matches = [
-                Match(other, pair.distance, pair.kind)
+                Match(other, pair.distance, pair.kind, transform=pair.transform)
                 for pair in self._pairs(txn, record.id)
                 if (other := self.store.record(txn, pair.other)) is not None
             ]
@@ -432,8 +414,7 @@ class Index:
         dbs = self.store.dbs
         key = u64(record.id)
         for pair in self._pairs(txn, record.id):
-            code = bytes([pair.distance, _KIND_CODES[pair.kind]])
-            txn.delete(u64(pair.other), key + code, db=dbs[b"pairs"])
+            txn.delete(u64(pair.other), pair.seen_from(record.id).code(), db=dbs[b"pairs"])
         txn.delete(key, db=dbs[b"pairs"])
         txn.delete(key, db=dbs[b"files"])
         txn.delete(path_key(record.path), key, db=dbs[b"by_path"])
@@ -542,8 +523,7 @@ class Index:
             for key, raw in txn.cursor(db=self.store.dbs[b"pairs"]):
                 raw = bytes(raw)
                 if raw[8] <= radius:
-                    pair = Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]])
-                    pairs.setdefault(from_u64(bytes(key)), []).append(pair)
+                    pairs.setdefault(from_u64(bytes(key)), []).append(Pair.decode(raw))
             records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
             ignored = ignored_keys(self.store, txn)
 
@@ -570,7 +550,18 @@ class Index:
         self.store.write(lambda txn: self._store_pairs(txn, radius))
 
     def _store_pairs(self, txn: lmdb.Transaction, radius: int) -> None:
-        txn.drop(self.store.dbs[b"pairs"], delete=False)
+        """Find every plain pair again at `radius`. Pairs found through a transform were
+        confirmed on the pixels of both files when one arrived; they are kept (those still
+        within the radius) rather than read again."""
+        db = self.store.dbs[b"pairs"]
+        transformed = [
+            (from_u64(bytes(key)), pair)
+            for key, raw in txn.cursor(db=db)
+            if (pair := Pair.decode(bytes(raw))).transform is not None
+            and from_u64(bytes(key)) < pair.other
+            and pair.distance <= radius
+        ]
+        txn.drop(db, delete=False)
         for record in list(self.store.records(txn)):
             matches = self._matches(
                 txn, record.bits, record.centre, None, None, radius, exclude=record.id
@@ -580,6 +571,9 @@ class Index:
                     kind = self._pair_kind(txn, record, match)
                     pair = Pair(match.record.id, match.distance, kind)
                     self._put_pair(txn, record.id, pair)
+        for file_id, pair in transformed:
+            if all(p.other != pair.other for p in self._pairs(txn, file_id)):
+                self._put_pair(txn, file_id, pair)
         self.store.put_meta(txn, b"pair_radius", str(radius).encode())
 
     # Folders
@@ -721,7 +715,7 @@ def _build_groups(
         if file_id in assigned:
             continue
         members = [
-            Match(records[p.other], p.distance, p.kind)
+            Match(records[p.other], p.distance, p.kind, transform=p.seen_from(file_id).transform)
             for p in pairs[file_id]
             if p.other not in assigned and p.other in records
         ]

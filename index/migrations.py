@@ -24,6 +24,8 @@ SCHEMA_1_PAIR_RADIUS = 8
 #   schema 1: dev, ino, size, mtime_ns, bits, digest, width, height, format length, format, path
 #   schema 2: ... digest, pixel digest (16 bytes, zero until needed), width, ...
 #   schema 3: ... bits, centre hash (8 bytes), centre known (1 byte), digest, ...
+# Pairs (pairs.py) are the other file's id, the distance and the kind; schema 3 adds the
+# transform.
 _BITS_END = struct.calcsize("<QQQqQ")
 _DIGEST_END = _BITS_END + 16
 
@@ -45,10 +47,16 @@ def _1_to_2(store: Store, txn: lmdb.Transaction) -> None:
 
 
 def _2_to_3(store: Store, txn: lmdb.Transaction) -> None:
-    """Schema 3 keeps the centre region's hash in each file record. Records of schema 2 have
-    none (it needs the file read again): their index has hash version 2, which this dupwatch
-    refuses until `dupwatch reindex` hashes every file again."""
+    """Schema 3 keeps the centre region's hash in each file record, and in each pair how it
+    was transformed (one byte after the kind; 0 for none, all schema 2 knew how to store).
+    Records of schema 2 have no centre (it needs the file read again): their index has hash
+    version 2, which this dupwatch refuses until `dupwatch reindex` hashes every file again."""
     _insert_into_records(txn, store, _BITS_END, struct.pack("<Q?", 0, False))
+    pairs = store.dbs[b"pairs"]
+    old = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=pairs)]
+    txn.drop(pairs, delete=False)
+    for key, value in old:
+        txn.put(key, value + b"\0", db=pairs)
 
 
 MIGRATIONS: dict[int, Callable[[Store, lmdb.Transaction], None]] = {1: _1_to_2, 2: _2_to_3}

@@ -34,6 +34,21 @@ ORIENTATIONS: dict[str, Callable[[NDArray[Any]], NDArray[Any]]] = {
     "transverse": lambda a: np.rot90(a, 2).T,
 }
 ORIENTATION_NAMES = tuple(ORIENTATIONS)
+# Every way a match can be transformed: an orientation, or "crop" (the query is a cut-down
+# copy of the match) and "uncrop" (the match is a cut-down copy of the query).
+MATCH_TRANSFORMS = (*ORIENTATION_NAMES[1:], "crop", "uncrop")
+# If A is B under a transform, B is A under its inverse.
+INVERSE = {
+    "rot90": "rot270",
+    "rot180": "rot180",
+    "rot270": "rot90",
+    "flip_lr": "flip_lr",
+    "flip_tb": "flip_tb",
+    "transpose": "transpose",
+    "transverse": "transverse",
+    "crop": "uncrop",
+    "uncrop": "crop",
+}
 _ROTATIONS = ("rot90", "rot180", "rot270")
 _MIRRORS = ("flip_lr", "flip_tb")
 

@@ -56,7 +56,7 @@ def test_csv_has_one_row_per_file_and_agrees_with_json(index: Path) -> None:
     assert result.returncode == 0
     # Names go out as their own bytes, so a name that is not UTF-8 reads back the same.
     rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8", "surrogateescape"))))
-    assert list(rows[0]) == [*FIELDS, "width", "height", "bytes"]
+    assert list(rows[0]) == [*FIELDS, "width", "height", "bytes", "transform"]
     expected = [
         {
             "group": str(n),
@@ -67,6 +67,7 @@ def test_csv_has_one_row_per_file_and_agrees_with_json(index: Path) -> None:
             "width": str(f["width"]),
             "height": str(f["height"]),
             "bytes": str(f["bytes"]),
+            "transform": f.get("transform", ""),
         }
         for n, g in enumerate(groups_json(index), 1)
         for f in g["files"]

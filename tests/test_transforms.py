@@ -206,3 +206,39 @@ def test_dupwatch_query_reports_the_transform(copies, tmp_path) -> None:
     matches = json.loads(done.stdout)["matches"]
     original = [m for m in matches if Path(m["path"]).stem == "original"]
     assert original and original[0]["transform"] == "rot90"
+
+
+def test_groups_keep_the_transform_of_each_pair(copies, tmp_path) -> None:
+    """A pair found through --transforms is stored with its transform, as seen from each
+    file; groups name it (how each copy is the keeper transformed), a new radius keeps it, and
+    removing a copy removes both entries."""
+    index_path = tmp_path / "index"
+    os.utime(copies["original"], ns=(10**18, 10**18))  # the oldest: the keeper
+    with Index.open(index_path, transforms=["rotate", "flip", "crop"]) as index:
+        for name in ("original", "rot90", "mirror", "crop", "other"):
+            index.add(copies[name])
+        assert index.check() == []
+        [group] = index.groups(keep="oldest")
+        assert Path(group.keep.fspath).stem == "original"
+        members = {Path(m.record.fspath).stem: m.transform for m in group.members}
+        # The original, turned 90 degrees counter-clockwise, is the rot90 copy; cut down, the crop.
+        assert members == {"rot90": "rot90", "mirror": "flip_lr", "crop": "crop"}
+        for radius in (14, 6):  # pairs stored again: the transformed ones are kept
+            [again] = index.groups(radius, keep="oldest")
+            assert {Path(m.record.fspath).stem: m.transform for m in again.members} == members
+            assert index.check() == []
+        index.remove(copies["rot90"])
+        assert index.check() == []
+        [group] = index.groups(keep="oldest")
+        assert {Path(m.record.fspath).stem for m in group.members} == {"mirror", "crop"}
+
+    listed = dupwatch("groups", "--index", index_path, "--json", "--keep", "oldest")
+    assert listed.returncode == 0, listed.stderr
+    [group] = json.loads(listed.stdout)["groups"]
+    assert {Path(f["path"]).stem: f.get("transform") for f in group["files"]} == {
+        "original": None,
+        "mirror": "flip_lr",
+        "crop": "crop",
+    }
+    text = dupwatch("groups", "--index", index_path, "--keep", "oldest")
+    assert "flip_lr)" in text.stdout
