@@ -44,6 +44,7 @@ from dupwatch.index.folders import absolute
 from dupwatch.index.ignore import group_paths, ignore, unignore
 from dupwatch.index.ignore import listed as ignored_pairs
 from dupwatch.index.index import DEFAULT_RADIUS, KEEP_POLICIES
+from dupwatch.index.limits import bounded
 from dupwatch.index.quarantine import dedupe, plan_dedupe, undo
 from dupwatch.index.sidecars import DEFAULT_SIDECARS
 from dupwatch.index.transforms import parse_transforms
@@ -354,7 +355,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     with existing_index(args) as index:
         for image in args.images:
             try:
-                matches = index.query(image, args.radius)
+                with bounded(image, config.hash_timeout_s):  # as in the hashing processes
+                    matches = index.query(image, args.radius)
             except FingerprintError as error:
                 print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
                 failed = True

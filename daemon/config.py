@@ -18,6 +18,7 @@ from typing import Any
 from dupwatch.daemon.splits import check_splits
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import DEFAULT_IGNORE
+from dupwatch.index.limits import HASH_TIMEOUT_S
 from dupwatch.index.transforms import TransformError, parse_transforms
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Config:
     subscriber_queue: int = 1000
     # Folders inotify cannot watch (watch limit reached) are reconciled this often.
     rescan_interval_s: float = 30.0
+    # A file not fingerprinted within this is skipped and reported (a decoder gone astray).
+    hash_timeout_s: float = HASH_TIMEOUT_S
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Config:
@@ -111,7 +114,7 @@ def ensure_private_dir(folder: Path) -> None:
         os.chmod(folder, 0o700)
 
 
-_KEYS: dict[str, type | tuple[type, ...]] = {
+SETTINGS: dict[str, type | tuple[type, ...]] = {
     "index": str,
     "socket": str,
     "radius": int,
@@ -123,6 +126,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "workers": int,
     "subscriber_queue": int,
     "rescan_interval_s": (int, float),
+    "hash_timeout_s": (int, float),
     "log_level": str,
 }
 
@@ -161,9 +165,9 @@ def _read_toml(file: Path) -> dict[str, Any]:
 def _check(file: Path, data: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in data.items():
-        expected = _KEYS.get(key)
+        expected = SETTINGS.get(key)
         if expected is None:
-            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(_KEYS)}")
+            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(SETTINGS)}")
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ConfigError(f"{file}: {key} has the wrong type ({type(value).__name__})")
         values[key] = value
@@ -191,7 +195,7 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
             values["transforms"] = tuple(sorted(parse_transforms(map(str, values["transforms"]))))
         except TransformError as error:
             raise ConfigError(f"{file}: transforms: {error}") from None
-    for key in ("workers", "subscriber_queue", "rescan_interval_s"):
+    for key in ("workers", "subscriber_queue", "rescan_interval_s", "hash_timeout_s"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{file}: {key} must be positive, not {values[key]}")
     if "radius" in values and not 0 <= values["radius"] <= 64:

@@ -7,7 +7,6 @@ goes through the writer thread. `subscribe` is the server's own.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -25,16 +24,6 @@ if TYPE_CHECKING:
     from dupwatch.index import Match
 
 MAX_RADIUS = 32
-
-
-# glibc's malloc_trim hands the heap's free memory back to the system: after decoding a
-# picture of half a GiB the service's RSS would otherwise stay that high. None elsewhere.
-_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
-
-
-def release_memory() -> None:
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def bad_request(message: str) -> ProtocolError:
@@ -151,9 +140,9 @@ class Ops:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        # A query by path decodes the picture here, which can take a second and half a GiB
-        # (a PNG just under the pixel limit): one at a time, on a thread of its own, so that
-        # status and the other ops never wait behind them and the memory stays bounded.
+        # A query by path waits for a hashing process to decode the picture, which can take a
+        # second (a PNG just under the pixel limit): one at a time, on a thread of its own, so
+        # that status and the other ops never wait behind them.
         self._decoding = ThreadPoolExecutor(1, thread_name_prefix="dupwatch-query")
 
     def table(self) -> dict[str, OpHandler]:
@@ -202,10 +191,9 @@ class Ops:
             if isinstance(target, int):
                 return shown_to(index.query(target, radius), peer)
             require_readable(target, peer)
-            try:
-                return shown_to(index.query(target, radius), peer)
-            finally:
-                release_memory()
+            real = os.path.realpath(target)  # hashing processes follow no symbolic link
+            fp = self.service.writer.fingerprint(os.fsencode(real))
+            return shown_to(index.query(real, radius, fingerprinted=fp), peer)
 
         executor = self._decoding if isinstance(target, str) else None
         matches = await asyncio.get_running_loop().run_in_executor(executor, find)

@@ -33,7 +33,7 @@ from dupwatch.daemon.writer import Reconcile, Writer
 from dupwatch.index import AddResult, Index, IndexLocked, StoreError, default_index_path
 from dupwatch.index.check import quick_check
 from dupwatch.index.folders import absolute, is_under
-from dupwatch.index.limits import HASH_TIMEOUT_S, HASHING_MODULES, WORKER_MEMORY_BYTES
+from dupwatch.index.limits import HASHING_MODULES, WORKER_MEMORY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Service:
             workers=self.config.workers,
             ignore=self.config.ignore,
             on_duplicate=self._announce,
-            hash_timeout_s=HASH_TIMEOUT_S,
+            hash_timeout_s=self.config.hash_timeout_s,
             roots=self.live_roots,
         )
         self.watcher = Watcher(self._on_change, ignore=self.config.ignore)

@@ -149,6 +149,28 @@ class Writer:
         self._queue.put(_Call(function, future))
         return future
 
+    def fingerprint(self, path: bytes) -> Fingerprint:
+        """Fingerprint a file for a query (any thread), in a hashing process: the decode has
+        its time and memory limits there, and a decoder that crashes takes a worker down, not
+        the service. Raises a FingerprintError naming the file."""
+        for _ in range(3):  # the pool may be broken, or replaced meanwhile
+            try:
+                future = self.pool.submit(hash_file, path, self.hash_timeout_s)
+            except (BrokenProcessPool, RuntimeError):  # the writer starts new processes
+                time.sleep(POOL_RETRY_S)
+                continue
+            try:
+                _, outcome, _ = future.result(2 * self.hash_timeout_s + HARD_GRACE_S)
+            except BrokenProcessPool:
+                raise UnreadableFile(path, "the hashing process died while reading it") from None
+            except TimeoutError:
+                future.cancel()
+                raise timed_out(path, self.hash_timeout_s) from None
+            if isinstance(outcome, FingerprintError):
+                raise outcome
+            return outcome
+        raise UnreadableFile(path, "no hashing process could be started; try again")
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Finish the files being hashed, store them, drop the rest (reconciled at next start)."""
         self._queue.put(_STOP)

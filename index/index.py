@@ -201,12 +201,18 @@ class Index:
         return record is not None and _same_stat(record, st)
 
     def query(
-        self, target: str | bytes | os.PathLike | Fingerprint | int, radius: int | None = None
+        self,
+        target: str | bytes | os.PathLike | Fingerprint | int,
+        radius: int | None = None,
+        *,
+        fingerprinted: Fingerprint | None = None,
     ) -> list[Match]:
         """Indexed files that duplicate `target` (a path, a Fingerprint or a hash), best first.
 
         When `target` is an indexed path, its own record is included with is_self. Pairs
         marked "not a duplicate" are left out (a hash alone has no digest to tell them by).
+        `fingerprinted`: the path's fingerprint, made elsewhere (the service makes it in a
+        hashing process, with its time and memory limits).
         """
         radius = _check_radius(self.radius if radius is None else radius)
         path = None
@@ -217,7 +223,7 @@ class Index:
             fp, bits = target, target.bits
         else:
             path = absolute(target)
-            fp = fingerprint(path)
+            fp = fingerprinted or fingerprint(path)
             bits = fp.bits
         centre = None if fp is None else fp.centre
         with self.store.read() as txn:

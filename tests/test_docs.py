@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from dupwatch.daemon.cli import build_parser
+from dupwatch.daemon.config import SETTINGS, load_config
 from dupwatch.daemon.protocol import OPS, ErrorCode
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -54,3 +55,15 @@ def test_the_library_example_runs(tmp_path: Path, photo) -> None:
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["tree"].find(0x0F0F, 1) == [(0, 3855), (1, 3854)]
     assert namespace["report"].hashed == 1
+
+
+def test_the_config_example_loads_and_names_every_setting(tmp_path: Path) -> None:
+    block = re.search(r"### The config file\n.*?```toml\n(.*?)```", README, re.S)
+    assert block is not None
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(block.group(1))
+    config = load_config(config_file)
+    assert config.radius == 12 and config.hash_timeout_s == 30
+    assert config.transforms == ("flip", "rotate") and set(config.splits) == {"train", "val"}
+    named = set(re.findall(r"^(\w+) =", block.group(1), re.M))
+    assert named == set(SETTINGS)

@@ -713,7 +713,7 @@ def test_the_service_survives_a_folder_of_hostile_files(folder: Path, photo) -> 
     }
     env.pop("NOTIFY_SOCKET", None)
     config = folder / "config.toml"
-    config.write_text("workers = 2\n")
+    config.write_text("workers = 2\nhash_timeout_s = 1\n")
     log = open(folder / "daemon.log", "wb")  # noqa: SIM115 - closed in finally
     daemon = subprocess.Popen(
         [DUPWATCH, "--config", str(config), "daemon", str(root)], env=env, stdout=log, stderr=log
@@ -763,6 +763,18 @@ def test_the_service_survives_a_folder_of_hostile_files(folder: Path, photo) -> 
             failed = {os.fsdecode(f.path) for f in index.failures()}
             assert index.check() == []
         assert failed == {str(root / n) for n in ("bomb.png", "cut.jpg", "notes.jpg")}
+
+        # Queries decode in a hashing process too, with its limits: named errors, and the
+        # service carries on (a picture that takes ~2 s against the 1 s limit times out).
+        heavy = heavy_png(outside / "heavy.png")
+        with Client(folder / "s.sock", timeout_s=60) as client:
+            with pytest.raises(DecompressionBomb, match="bomb.png"):
+                client.call("query", path=str(root / "bomb.png"))
+            with pytest.raises(FingerprintError, match="heavy.png.*timed out"):
+                client.call("query", path=str(heavy))
+            matches = client.call("query", path=str(root / "real.jpg"))["matches"]
+            assert [m["path"] for m in matches if m.get("self")] == [str(root / "real.jpg")]
+        assert status()["state"] == "ready"
         output = (folder / "daemon.log").read_text()
         assert "decompression bomb" in output and str(root / "cut.jpg") in output
         assert "secret" not in output  # nothing behind a link was read
@@ -796,3 +808,28 @@ def _address_space_cap(pid: int) -> int | None:
             soft = line.removeprefix("Max address space").split()[0]
             return None if soft == "unlimited" else int(soft)
     return None
+
+
+def test_a_query_without_the_service_has_the_time_limit(folder: Path) -> None:
+    """`dupwatch query` answered from the index itself decodes in its own process, under the
+    same time limit as the hashing processes (hash_timeout_s)."""
+    pics = folder / "pics"
+    pics.mkdir()
+    small_pngs(pics, 2)
+    heavy = heavy_png(folder / "heavy.png")
+    config = folder / "config.toml"
+    config.write_text("hash_timeout_s = 0.5\n")
+    index = folder / "idx"
+    common = [DUPWATCH, "--config", str(config), "--index", str(index)]
+    scanned = subprocess.run([*common, "scan", str(pics)], capture_output=True, timeout=120)
+    assert scanned.returncode in (0, 1), scanned.stderr
+    started = time.monotonic()
+    asked = subprocess.run(
+        [*common, "--socket", str(folder / "none.sock"), "query", str(heavy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert asked.returncode == 2
+    assert f"{heavy}: timed out: not fingerprinted within 0.5 s" in asked.stderr
+    assert time.monotonic() - started < 10
