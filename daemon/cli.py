@@ -41,9 +41,10 @@ from dupwatch.index import (
 )
 from dupwatch.index.compare import compare
 from dupwatch.index.folders import absolute
+from dupwatch.index.groups import KEEP_POLICIES
 from dupwatch.index.ignore import group_paths, ignore, unignore
 from dupwatch.index.ignore import listed as ignored_pairs
-from dupwatch.index.index import DEFAULT_RADIUS, KEEP_POLICIES
+from dupwatch.index.index import DEFAULT_RADIUS
 from dupwatch.index.limits import bounded
 from dupwatch.index.quarantine import dedupe, plan_dedupe, undo
 from dupwatch.index.sidecars import DEFAULT_SIDECARS

@@ -22,17 +22,9 @@ from dupwatch.index.errors import (
 
 # The function fingerprint() is not re-exported: it would hide the module of the same name.
 from dupwatch.index.fingerprint import Fingerprint, same_pixels
-from dupwatch.index.index import (
-    DEFAULT_RADIUS,
-    KEEP_POLICIES,
-    AddResult,
-    Group,
-    Index,
-    Kind,
-    Match,
-    default_index_path,
-    keeper_rank,
-)
+from dupwatch.index.groups import KEEP_POLICIES, Group, keeper_rank
+from dupwatch.index.index import DEFAULT_RADIUS, AddResult, Index, default_index_path
+from dupwatch.index.pairs import Kind, Match
 from dupwatch.index.store import FileRecord
 from dupwatch.index.update import Plan, UpdateReport
 

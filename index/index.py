@@ -26,8 +26,9 @@ from dupwatch.index.fingerprint import (
     match_distance,
 )
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
+from dupwatch.index.groups import KEEP_POLICIES, Group, build_groups, keeper_rank
 from dupwatch.index.ignore import ignored_keys, is_ignored, pair_key
-from dupwatch.index.pairs import KIND_CODES, Kind, Pair
+from dupwatch.index.pairs import Kind, Match, Pair, best_first
 from dupwatch.index.pixels import PixelDigests
 from dupwatch.index.store import (
     Failure,
@@ -55,37 +56,10 @@ MAX_RADIUS = 32  # past this a 64-bit pHash matches unrelated pictures
 
 
 @dataclass(frozen=True, slots=True)
-class Match:
-    record: FileRecord
-    distance: int
-    kind: Kind
-    is_self: bool = False
-    # How the query is the matched picture transformed ("rot90", "flip_lr", "crop", ...),
-    # None when it is the picture as it is. See dupwatch.index.transforms.
-    transform: str | None = None
-
-    def to_json(self) -> dict:
-        out = {"path": self.record.fspath, "distance": self.distance, "kind": str(self.kind)}
-        if self.is_self:
-            out["self"] = True
-        if self.transform:
-            out["transform"] = self.transform
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class AddResult:
     record: FileRecord
     matches: list[Match]  # the other files it duplicates, best first
     hashed: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    keep: FileRecord
-    # Every other copy, with its kind and distance to the keeper, and how it is the keeper
-    # transformed when it was matched through --transforms.
-    members: list[Match]
 
 
 def default_index_path() -> str:
@@ -94,32 +68,6 @@ def default_index_path() -> str:
         return os.environ["DUPWATCH_INDEX"]
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return os.path.join(data_home, "dupwatch")
-
-
-KEEP_POLICIES = ("largest", "newest", "oldest", "shortest")
-
-
-def keeper_rank(record: FileRecord, keep: str = "largest", prefer: Sequence[bytes] = ()) -> tuple:
-    """Sort key, best copy first.
-
-    A file under one of the `prefer` folders (absolute bytes) comes first; then the
-    `keep` policy: "largest" resolution, "newest" or "oldest" mtime, or "shortest"
-    path; ties always fall back to largest resolution, largest file, oldest.
-    """
-    if keep not in KEEP_POLICIES:
-        raise ValueError(f"keeper policy {keep!r} is not one of {', '.join(KEEP_POLICIES)}")
-    preferred = 0 if any(is_under(record.path, folder) for folder in prefer) else 1
-    policy = {
-        "largest": (),
-        "newest": (-record.mtime_ns,),
-        "oldest": (record.mtime_ns,),
-        "shortest": (len(record.path),),
-    }[keep]
-    return (preferred, *policy, -record.pixels, -record.size, record.mtime_ns, record.path)
-
-
-def _best_first(match: Match) -> tuple:
-    return (match.distance, KIND_CODES[match.kind], match.record.path)
 
 
 def _check_radius(radius: int) -> int:
@@ -272,7 +220,7 @@ class Index:
         if fp is not None and self.transforms:
             seen = {m.record.id for m in found} | {exclude}
             found += self._transformed_matches(txn, fp, path, radius, seen)
-        return sorted(found, key=_best_first)
+        return sorted(found, key=best_first)
 
     def _kind(
         self,
@@ -414,7 +362,7 @@ class Index:
                 for pair in self._pairs(txn, record.id)
                 if (other := self.store.record(txn, pair.other)) is not None
             ]
-        return sorted(matches, key=_best_first)
+        return sorted(matches, key=best_first)
 
     def _delete(self, txn: lmdb.Transaction, record: FileRecord) -> None:
         dbs = self.store.dbs
@@ -542,7 +490,7 @@ class Index:
             file_id: [p for p in partners if wanted(records[file_id], records[p.other])]
             for file_id, partners in pairs.items()
         }
-        return _build_groups(records, kept, lambda r: keeper_rank(r, keep, preferred))
+        return build_groups(records, kept, lambda r: keeper_rank(r, keep, preferred))
 
     def _pair_radius(self, txn: lmdb.Transaction) -> int:
         """The radius up to which pairs are stored: the radius the index was made with,
@@ -707,28 +655,3 @@ def _stat_error(path: bytes, error: OSError) -> FingerprintError:
     if isinstance(error, FileNotFoundError):
         return MissingFile(path, "no such file")
     return UnreadableFile(path, error.strerror or str(error))
-
-
-def _build_groups(
-    records: dict[int, FileRecord],
-    pairs: dict[int, list[Pair]],
-    rank: Callable[[FileRecord], tuple] = keeper_rank,
-) -> list[Group]:
-    """Greedy groups around keepers: the best unassigned file takes its unassigned partners."""
-    assigned: set[int] = set()
-    groups = []
-    for file_id in sorted(pairs, key=lambda i: rank(records[i])):
-        if file_id in assigned:
-            continue
-        members = [
-            Match(records[p.other], p.distance, p.kind, transform=p.seen_from(file_id).transform)
-            for p in pairs[file_id]
-            if p.other not in assigned and p.other in records
-        ]
-        if not members:
-            continue
-        assigned.add(file_id)
-        assigned.update(m.record.id for m in members)
-        groups.append(Group(records[file_id], sorted(members, key=_best_first)))
-    groups.sort(key=lambda g: (-len(g.members), rank(g.keep)))
-    return groups

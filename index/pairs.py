@@ -1,4 +1,4 @@
-"""Kinds of match, and the duplicate pairs the index stores (the `pairs` table).
+"""Matches, their kinds, and the duplicate pairs the index stores (the `pairs` table).
 
 A pair is stored under each of its two files: the value names the other file, the distance,
 the kind and, for a pair found through --transforms, how this file is the other transformed
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dupwatch.index.store import from_u64, u64
+from dupwatch.index.store import FileRecord, from_u64, u64
 from dupwatch.index.transforms import INVERSE, MATCH_TRANSFORMS
 
 
@@ -24,6 +24,29 @@ KIND_CODES = {Kind.EXACT: 0, Kind.PIXEL: 1, Kind.NEAR: 2}
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 _TRANSFORM_CODES = {None: 0, **{name: i for i, name in enumerate(MATCH_TRANSFORMS, 1)}}
 _TRANSFORMS = {code: name for name, code in _TRANSFORM_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    record: FileRecord
+    distance: int
+    kind: Kind
+    is_self: bool = False
+    # How the query is the matched picture transformed ("rot90", "flip_lr", "crop", ...),
+    # None when it is the picture as it is. See dupwatch.index.transforms.
+    transform: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"path": self.record.fspath, "distance": self.distance, "kind": str(self.kind)}
+        if self.is_self:
+            out["self"] = True
+        if self.transform:
+            out["transform"] = self.transform
+        return out
+
+
+def best_first(match: Match) -> tuple:
+    return (match.distance, KIND_CODES[match.kind], match.record.path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ from dupwatch.index.folders import absolute, is_under
 from dupwatch.index.sidecars import DEFAULT_SIDECARS, find_sidecars, stem_siblings
 
 if TYPE_CHECKING:
-    from dupwatch.index.index import Group, Index
+    from dupwatch.index.groups import Group
+    from dupwatch.index.index import Index
     from dupwatch.index.store import FileRecord
 
 log = logging.getLogger(__name__)
