@@ -163,6 +163,7 @@ class Service:
             hash_timeout_s=self.config.hash_timeout_s,
             roots=self.live_roots,
         )
+        self.index.pixels.decode = self.writer.pixel_digest  # no full decode in this process
         self.watcher = Watcher(self._on_change, ignore=self.config.ignore)
         self.server = Server(Ops(self).table(), subscriber_queue=self.config.subscriber_queue)
         tasks: list[asyncio.Task[Any]] = []

@@ -33,7 +33,7 @@ from dupwatch.index import (
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import walk
 from dupwatch.index.limits import HARD_GRACE_S, HASH_TIMEOUT_S, kill_workers, timed_out
-from dupwatch.index.update import hash_file, plan
+from dupwatch.index.update import digest_pixels, hash_file, plan
 
 log = logging.getLogger(__name__)
 
@@ -153,22 +153,30 @@ class Writer:
         """Fingerprint a file for a query (any thread), in a hashing process: the decode has
         its time and memory limits there, and a decoder that crashes takes a worker down, not
         the service. Raises a FingerprintError naming the file."""
+        _, outcome, _ = self._in_hashing_process(hash_file, path)
+        if isinstance(outcome, FingerprintError):
+            raise outcome
+        return outcome
+
+    def pixel_digest(self, path: bytes) -> bytes:
+        """fingerprint.pixel_digest() in a hashing process (the index's PixelDigests decode
+        through it in the service); raises a FingerprintError naming the file."""
+        return self._in_hashing_process(digest_pixels, path)
+
+    def _in_hashing_process(self, job: Callable[[bytes, float], T], path: bytes) -> T:
         for _ in range(3):  # the pool may be broken, or replaced meanwhile
             try:
-                future = self.pool.submit(hash_file, path, self.hash_timeout_s)
+                future = self.pool.submit(job, path, self.hash_timeout_s)
             except (BrokenProcessPool, RuntimeError):  # the writer starts new processes
                 time.sleep(POOL_RETRY_S)
                 continue
             try:
-                _, outcome, _ = future.result(2 * self.hash_timeout_s + HARD_GRACE_S)
+                return future.result(2 * self.hash_timeout_s + HARD_GRACE_S)
             except BrokenProcessPool:
                 raise UnreadableFile(path, "the hashing process died while reading it") from None
             except TimeoutError:
                 future.cancel()
                 raise timed_out(path, self.hash_timeout_s) from None
-            if isinstance(outcome, FingerprintError):
-                raise outcome
-            return outcome
         raise UnreadableFile(path, "no hashing process could be started; try again")
 
     def stop(self, timeout_s: float = 60.0) -> None:

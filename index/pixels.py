@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import lmdb
 
@@ -27,6 +28,9 @@ CACHE_SIZE = 256  # contents; a burst of copies of one picture needs one entry
 class PixelDigests:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # How a file's pixel digest is made: here, or (the service) in a hashing process.
+        # Raises FingerprintError.
+        self.decode: Callable[[bytes], bytes] = pixel_digest
         self._by_content: OrderedDict[bytes, bytes | None] = OrderedDict()
         self._lock = threading.Lock()  # the writer thread and readers share the cache
 
@@ -38,7 +42,7 @@ class PixelDigests:
                 self._by_content.move_to_end(content_digest)
                 return self._by_content[content_digest]
         try:
-            digest = pixel_digest(path)
+            digest: bytes | None = self.decode(path)
         except FingerprintError as error:
             log.debug("pixel comparison skipped: %s", error)
             digest = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dupwatch.index.errors import FingerprintError, MissingFile, UnreadableFile
-from dupwatch.index.fingerprint import Fingerprint, fingerprint
+from dupwatch.index.fingerprint import Fingerprint, fingerprint, pixel_digest
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
 from dupwatch.index.limits import HASH_TIMEOUT_S, bounded, map_bounded
 
@@ -100,6 +100,12 @@ def hash_file(
             return path, fingerprint(path), st
     except FingerprintError as error:
         return path, error, st
+
+
+def digest_pixels(path: bytes, timeout_s: float | None = HASH_TIMEOUT_S) -> bytes:
+    """pixel_digest() within `timeout_s` (a hashing process's job); raises FingerprintError."""
+    with bounded(path, timeout_s):
+        return pixel_digest(path)
 
 
 def hash_all(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -23,6 +24,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +39,7 @@ from dupwatch.daemon.client import Client, DaemonNotRunning
 from dupwatch.daemon.ops import Ops
 from dupwatch.daemon.protocol import ErrorCode, ProtocolError
 from dupwatch.daemon.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
+from dupwatch.daemon.writer import Writer
 from dupwatch.index import Index, MissingFile
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -695,7 +699,10 @@ def test_a_path_the_asker_cannot_read_reveals_nothing(open_base: Path) -> None:
     stranger = Peer(pid=1, uid=65534, gid=65534)
     with Index.open(open_base / "idx") as index:
         index.update([private, shown], workers=1)
-        ops = Ops(SimpleNamespace(index=index))  # type: ignore[arg-type]
+        # The ops of a service: its index, and its writer's hashing process for the decoding.
+        pool = partial(ProcessPoolExecutor, 1, mp_context=multiprocessing.get_context("forkserver"))
+        writer = Writer(index, pool, workers=1, ignore=(), on_duplicate=lambda result: None)
+        ops = Ops(SimpleNamespace(index=index, writer=writer))  # type: ignore[arg-type]
 
         def refusal(path: Path) -> tuple[str, str, str]:
             with pytest.raises(MissingFile) as caught:
@@ -713,6 +720,7 @@ def test_a_path_the_asker_cannot_read_reveals_nothing(open_base: Path) -> None:
         assert [m["path"] for m in found["matches"]] == [str(shown / "b.jpg")]
         me = Peer(pid=1, uid=os.getuid(), gid=os.getgid())
         assert len(run(ops.query({"hash": bits}, me))["matches"]) == 3
+        writer.pool.shutdown()
 
 
 def run(coro: Any) -> Any:

@@ -833,3 +833,29 @@ def test_a_query_without_the_service_has_the_time_limit(folder: Path) -> None:
     assert asked.returncode == 2
     assert f"{heavy}: timed out: not fingerprinted within 0.5 s" in asked.stderr
     assert time.monotonic() - started < 10
+
+
+def test_a_pixel_comparison_decodes_in_a_hashing_process(folder: Path) -> None:
+    """Two PNGs with the same pixels and other bytes: telling a `pixel` match needs a full
+    decode of both, which the service makes in its hashing processes (with their limits)."""
+    picture = Image.open(SKIMAGE_DATA / "camera.png")
+    picture.save(folder / "a.png", compress_level=1)
+    picture.save(folder / "b.png", compress_level=9)
+    asked: list[bytes] = []
+    with running_writer(folder, hash_timeout_s=30) as writer:
+
+        def in_worker(path: bytes) -> bytes:
+            asked.append(path)
+            return writer.pixel_digest(path)
+
+        writer.index.pixels.decode = in_worker
+        alerts: list[Any] = []
+        writer.on_duplicate = alerts.append
+        writer.submit(Change(ChangeKind.FILE, os.fsencode(folder / "a.png")))
+        wait_for(lambda: writer.stats.hashed == 1, what="a.png indexed")
+        writer.submit(Change(ChangeKind.FILE, os.fsencode(folder / "b.png")))
+        wait_for(lambda: alerts, what="the alert for b.png")
+    [result] = alerts
+    [match] = result.matches
+    assert (Path(match.record.fspath).name, str(match.kind)) == ("a.png", "pixel")
+    assert sorted(asked) == [os.fsencode(folder / "a.png"), os.fsencode(folder / "b.png")]
