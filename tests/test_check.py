@@ -127,13 +127,18 @@ def build_schema_1(index: Path, pics: Path) -> list[FileRecord]:
     return records
 
 
-def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
+def photo_and_small_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder holding a photo and a small copy of it, and the place for an index."""
     pics = tmp_path / "pics"
     pics.mkdir()
     img = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB")
     img.save(pics / "a.jpg")
     img.resize((100, 100)).save(pics / "b.jpg")
-    index = tmp_path / "index"
+    return pics, tmp_path / "index"
+
+
+def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
+    pics, index = photo_and_small_copy(tmp_path)
     before = build_schema_1(index, pics)
 
     with pytest.raises(StoreError, match="needs upgrading"):
@@ -169,12 +174,7 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     """Schema 2 records have no centre hash, and their index hash version 2: the layout is
     migrated when opened for writing, then the service and every command refuse the old
     hashes until `dupwatch reindex` has read every file again."""
-    pics = tmp_path / "pics"
-    pics.mkdir()
-    img = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB")
-    img.save(pics / "a.jpg")
-    img.resize((100, 100)).save(pics / "b.jpg")
-    index = tmp_path / "index"
+    pics, index = photo_and_small_copy(tmp_path)
     with Index.open(index) as ix:
         ix.update([pics], workers=1)
         before = list(ix.files())
