@@ -164,20 +164,19 @@ class Writer:
         return self._in_hashing_process(digest_pixels, path)
 
     def _in_hashing_process(self, job: Callable[[bytes, float], T], path: bytes) -> T:
-        for _ in range(3):  # the pool may be broken, or replaced meanwhile
+        for _ in range(3):
             try:
                 future = self.pool.submit(job, path, self.hash_timeout_s)
-            except (BrokenProcessPool, RuntimeError):  # the writer starts new processes
-                time.sleep(POOL_RETRY_S)
-                continue
-            try:
                 return future.result(2 * self.hash_timeout_s + HARD_GRACE_S)
-            except BrokenProcessPool:
-                raise UnreadableFile(path, "the hashing process died while reading it") from None
+            except (BrokenProcessPool, RuntimeError):
+                # Broken before or while this file was in hand (a worker was killed, or this
+                # file crashed it). An idle writer has no file of its own to notice it by.
+                self.call(lambda _index: self._replace_broken_pool())
+                time.sleep(POOL_RETRY_S)
             except TimeoutError:
                 future.cancel()
                 raise timed_out(path, self.hash_timeout_s) from None
-        raise UnreadableFile(path, "no hashing process could be started; try again")
+        raise UnreadableFile(path, "the hashing processes died while reading it, three times")
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Finish the files being hashed, store them, drop the rest (reconciled at next start)."""
@@ -413,6 +412,11 @@ class Writer:
             return False
         self._pool_retry_at = None
         return True
+
+    def _replace_broken_pool(self) -> None:
+        pool = self.pool  # ProcessPoolExecutor's own flags: broken, or shut down
+        if getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False):
+            self._replace_pool()
 
     def _retry_pool_later(self, error: Exception) -> None:
         log.warning("cannot start hashing processes (%s); trying again in %g s",

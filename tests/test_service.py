@@ -380,6 +380,24 @@ def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
     assert daemon.stop() == 0
 
 
+def test_a_query_replaces_hashing_processes_killed_while_idle(daemon: Daemon) -> None:
+    """With no file of its own to hash, the service learns that its hashing processes died
+    from the query that needs one, starts new ones and answers it."""
+    daemon.start()
+    assert daemon.process is not None
+    workers = wait_for(
+        lambda: len(descendants(daemon.process.pid)) >= 3 and descendants(daemon.process.pid),
+        what="the forkserver and two workers",
+    )
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    tiny_png(daemon.base / "asked.png", random.Random(8))
+    with Client(daemon.socket, timeout_s=60) as client:
+        assert client.call("query", path=str(daemon.base / "asked.png"))["matches"] == []
+    assert "a hashing process died" in daemon.output()
+    assert daemon.stop() == 0
+
+
 def test_inotify_overflow_is_reconciled(daemon: Daemon) -> None:
     """A real kernel queue overflow: the service is stopped (SIGSTOP) while more events than
     max_queued_events arrive; the images written last lose their events and must still be
