@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from PIL import Image
 from dupwatch.index import DEFAULT_RADIUS, Index
 from dupwatch.index.fingerprint import fingerprint, match_distance
 
+from support import dupwatch
+
 _SPEC = importlib.util.spec_from_file_location(
     "dupbench", Path(__file__).parent / "bench" / "dupbench.py"
 )
@@ -26,13 +26,6 @@ assert _SPEC is not None and _SPEC.loader is not None
 dupbench = importlib.util.module_from_spec(_SPEC)
 sys.modules["dupbench"] = dupbench  # dataclasses look their module up by name
 _SPEC.loader.exec_module(dupbench)
-
-
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
-
-
-def dupwatch(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([DUPWATCH, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

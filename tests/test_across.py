@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import skimage
-from PIL import Image
 
 from dupwatch.daemon.splits import named_folders, split_leaks, split_of
 from dupwatch.index import Index
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
-
-
-def dupwatch(*args: str | os.PathLike, index: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DUPWATCH, "--index", str(index), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
+from support import dupwatch, photo
 
 
 @pytest.fixture

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import lmdb
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.index import DEFAULT_RADIUS, FileRecord, Index, IndexMismatch, StoreError
 from dupwatch.index.fingerprint import HASH_PARAMS
 from dupwatch.index.store import SCHEMA_VERSION, TABLES, u64
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
-
-
-def dupwatch(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([DUPWATCH, *map(str, args)], capture_output=True, text=True, timeout=120)
+from support import SKIMAGE_DATA, dupwatch
 
 
 @pytest.fixture

@@ -13,22 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.index import Index, StoreError
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
-
-
-def dupwatch(*args: str | os.PathLike, check: bool = False) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [DUPWATCH, *map(os.fsencode, args)], capture_output=True, text=True, timeout=120
-    )
-    if check:
-        assert result.returncode in (0, 1), result.stderr
-    return result
+from support import DUPWATCH, SKIMAGE_DATA, dupwatch
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from dupwatch.daemon.client import Client, DaemonNotRunning
 from dupwatch.index import Index
 from dupwatch.index.fingerprint import fingerprint
 
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH
+
 KILLS = int(os.environ.get("DUPWATCH_CRASH_KILLS", "50"))
 TIMEOUT_S = 60.0
 FEED_EVERY_S = 0.04  # one change to the folder this often while the service is being killed

@@ -6,33 +6,17 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.index import Fingerprint, Index
 from dupwatch.index.quarantine import QuarantineError, move_file, plan_dedupe
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
-
-
-def dupwatch(*args: str | os.PathLike, index: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DUPWATCH, "--index", str(index), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
+from support import dupwatch, photo
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

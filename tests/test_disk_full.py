@@ -20,7 +20,6 @@ from typing import Any
 
 import lmdb
 import pytest
-import skimage.data
 from PIL import Image
 
 from dupwatch.daemon.client import Client, DaemonNotRunning
@@ -29,8 +28,8 @@ from dupwatch.index import DEFAULT_RADIUS, Index, StoreError
 from dupwatch.index.fingerprint import HASH_PARAMS, fingerprint
 from dupwatch.index.store import Store
 
-SKIMAGE_DATA = Path(skimage.data.__file__).parent
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH, SKIMAGE_DATA
+
 TIMEOUT_S = 60.0
 TINY_MAP = 64 << 10  # the smallest map an index with its ten tables opens in
 DISK_SIZE = "16m"

@@ -7,28 +7,18 @@ import io
 import json
 import os
 import shutil
-import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
-import skimage
-from PIL import Image
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import dupwatch as run_dupwatch
+from support import photo
+
+# Output as bytes: names that are not UTF-8 come back as their own bytes.
+dupwatch = partial(run_dupwatch, text=False)
+
 FIELDS = ["group", "path", "kind", "distance", "keep"]  # what the issue asks of each row
-
-
-def dupwatch(*args: str | os.PathLike, index: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DUPWATCH, "--index", str(index), *map(os.fsencode, args)],
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
 
 
 @pytest.fixture

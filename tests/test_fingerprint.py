@@ -20,7 +20,6 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -46,7 +45,8 @@ from dupwatch.index.fingerprint import (
     same_pixels,
 )
 
-SKIMAGE_DATA = Path(skimage.data.__file__).parent
+from support import SKIMAGE_DATA
+
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 
 

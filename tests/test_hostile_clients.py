@@ -31,7 +31,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import skimage
 from PIL import Image, PngImagePlugin
 
 from dupwatch.daemon import protocol
@@ -42,8 +41,8 @@ from dupwatch.daemon.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
 from dupwatch.daemon.writer import Writer
 from dupwatch.index import Index, MissingFile
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH, SKIMAGE_DATA
+
 TIMEOUT_S = 60.0
 # A well-behaved client must be answered within this much during any abuse. The bound is
 # one of liveness, not speed (tests/bench/soak.py measures speed): the 2 cores are shared.

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import skimage.data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -59,7 +58,8 @@ from dupwatch.index.fingerprint import DEFAULT_MAX_PIXELS, Fingerprint, fingerpr
 from dupwatch.index.limits import OutOfMemory, TimedOut, bounded, map_bounded
 from dupwatch.index.update import hash_all, hash_file
 
-SKIMAGE_DATA = Path(skimage.data.__file__).parent
+from support import DUPWATCH, SKIMAGE_DATA
+
 TIME_BOUND_S = 10.0  # per file, generous for a loaded 2-core machine; most take milliseconds
 MEMORY_HEADROOM = 1 << 30  # the fuzzing process may grow by this much, no more
 FUZZ_EXAMPLES = int(os.environ.get("DUPWATCH_FUZZ_EXAMPLES", "300"))
@@ -70,7 +70,6 @@ FUZZ = settings(
     deadline=None,  # the time bound is TIME_BOUND_S, enforced by bounded()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
 
 # name -> (format, save options): small seeds, so a mutation lands in headers as often as not.
 SEEDS = {

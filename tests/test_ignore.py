@@ -15,28 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import skimage
-from PIL import Image
 
 from dupwatch.daemon.client import Client, DaemonNotRunning
 from dupwatch.index import Index
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH, dupwatch, photo
+
 TIMEOUT_S = 60.0
-
-
-def dupwatch(*args: str | os.PathLike, index: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DUPWATCH, "--index", str(index), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
 
 
 def group_names(index: Path) -> list[set[str]]:

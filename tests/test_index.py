@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.index import Fingerprint, Index, IndexMismatch, Kind, StoreError
 from dupwatch.index.store import Store
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+from support import SKIMAGE_DATA
 
 
 def photo(name: str) -> Image.Image:

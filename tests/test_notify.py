@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +30,8 @@ from dupwatch.daemon.client import DaemonNotRunning, call
 from dupwatch.daemon.notify import Burst, alert_body, alert_summary, thumbnail
 from dupwatch.daemon.server import Server
 
-DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
+from support import DUPWATCH
+
 DESKTOP_TOOLS = ("xvfb-run", "dbus-daemon", "dunst", "stdbuf")
 needs_desktop = pytest.mark.skipif(
     not all(map(shutil.which, DESKTOP_TOOLS)),

@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.daemon.report import PAGE_SIZE, write_report
 from dupwatch.index import FileRecord, Group, Kind, Match
 from dupwatch.index.sidecars import find_sidecars, labels_of
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import dupwatch, photo
+
 CHROMIUM = shutil.which("chromium") or "chromium"  # Debian's package `chromium`
 PIPE = "--remote-debugging-pipe"
 TIMEOUT_S = 60.0
@@ -40,20 +39,6 @@ HEADLESS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def dupwatch(*args: str | os.PathLike, index: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DUPWATCH, "--index", str(index), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-    )
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
 
 
 class Chromium:
@@ -291,7 +276,8 @@ def test_open_hands_the_file_to_the_browser(report: Path, pics: Path, tmp_path: 
     fake_browser.chmod(fake_browser.stat().st_mode | stat.S_IXUSR)
     out = tmp_path / "again.html"
     index = tmp_path / "index"
-    result = dupwatch("report", "--out", out, "--open", index=index, BROWSER=str(fake_browser))
+    browser = {"BROWSER": str(fake_browser)}
+    result = dupwatch("report", "--out", out, "--open", index=index, env=browser)
     assert result.returncode == 0, result.stderr
     deadline = time.monotonic() + TIMEOUT_S
     while not opened.exists() or not opened.read_text().strip():

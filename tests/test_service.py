@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.daemon import protocol
@@ -30,8 +29,8 @@ from dupwatch.daemon.remote import query_via_service
 from dupwatch.daemon.server import Peer
 from dupwatch.index import Index, MissingFile
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH, SKIMAGE_DATA
+
 START_TIMEOUT_S = 60.0
 TIMEOUT_S = 60.0
 

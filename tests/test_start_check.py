@@ -14,7 +14,6 @@ from typing import Any
 
 import lmdb
 import pytest
-import skimage
 from PIL import Image
 
 from dupwatch.daemon.client import Client, DaemonNotRunning
@@ -22,8 +21,8 @@ from dupwatch.index import Index
 from dupwatch.index.check import quick_check
 from dupwatch.index.store import TABLES, path_key, u64
 
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-DUPWATCH = shutil.which("dupwatch") or "dupwatch"
+from support import DUPWATCH, SKIMAGE_DATA
+
 TIMEOUT_S = 60.0
 
 

@@ -24,6 +24,8 @@ from dupwatch.daemon import systemd
 from dupwatch.daemon.client import call
 from dupwatch.daemon.systemd import ActivationError, Watchdog
 
+from support import DUPWATCH
+
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
@@ -278,8 +280,6 @@ def test_watchdog_withholds_pings_while_unhealthy(manager: socket.socket) -> Non
 
 
 # The real service: `dupwatch daemon` under a test NOTIFY_SOCKET and under systemd-socket-activate
-
-DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
 
 
 @pytest.fixture

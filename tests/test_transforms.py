@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from dupwatch.index.transforms import (
     orientations_for,
     parse_transforms,
 )
+
+from support import dupwatch
 
 # --- the option ------------------------------------------------------------------------------
 
@@ -167,13 +168,6 @@ def test_compare_reports_each_hash_and_the_radius_to_match(copies) -> None:
     cropped = compare(copies["crop"], copies["original"], radius=10, transforms=["crop"])
     assert (cropped.kind, cropped.transform) == ("near", "crop")
     assert cropped.crop["correlation"] > 0.9
-
-
-def dupwatch(*args: str | os.PathLike) -> subprocess.CompletedProcess:
-    """The installed `dupwatch` command, as a user runs it."""
-    return subprocess.run(
-        ["dupwatch", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_dupwatch_compare_command(copies) -> None:

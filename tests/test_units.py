@@ -25,8 +25,9 @@ from dupwatch.daemon.client import Client, call
 from dupwatch.daemon.units import UNITS, UnitConflict
 from dupwatch.index.errors import DupwatchError
 
+from support import DUPWATCH
+
 REPO = Path(__file__).resolve().parent.parent
-DUPWATCH = shutil.which("dupwatch", path=os.path.dirname(sys.executable)) or "dupwatch"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze (Debian: systemd)")
 # Lower is safer; 0.6 when this was written. A rise means a hardening setting was lost.
