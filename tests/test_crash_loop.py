@@ -10,36 +10,24 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.client import DaemonNotRunning
 from dupwatch.index import Index
 from dupwatch.index.fingerprint import fingerprint
 
-from support import DUPWATCH
+from support import TIMEOUT_S, Daemon, wait_for
 
 KILLS = int(os.environ.get("DUPWATCH_CRASH_KILLS", "50"))
-TIMEOUT_S = 60.0
 FEED_EVERY_S = 0.04  # one change to the folder this often while the service is being killed
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
-    return value
 
 
 class Feeder(threading.Thread):
@@ -79,82 +67,6 @@ class Feeder(threading.Thread):
         self.join(TIMEOUT_S)
 
 
-class Daemon:
-    """A private `dupwatch daemon`: index, socket, config and one watched folder in /tmp."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.root = base / "w"
-        self.root.mkdir()
-        self.index = base / "idx"
-        self.socket = base / "s.sock"
-        self.config = base / "config.toml"
-        self.config.write_text("workers = 2\n")
-        self.log = base / "daemon.log"
-        self.env = {
-            **os.environ,
-            "DUPWATCH_INDEX": str(self.index),
-            "DUPWATCH_SOCKET": str(self.socket),
-            "XDG_CONFIG_HOME": str(base / "cfg"),
-        }
-        self.env.pop("NOTIFY_SOCKET", None)
-        self.env.pop("WATCHDOG_USEC", None)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def command(self, *args: str) -> list[str]:
-        return [DUPWATCH, "--config", str(self.config), *args]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command("daemon", str(self.root)), env=self.env, stdout=log, stderr=log
-            )
-
-    def status(self) -> dict[str, Any] | None:
-        """The status, None while the service is not answering yet."""
-        assert self.process is not None
-        assert self.process.poll() is None, f"the service exited: {self.output()[-3000:]}"
-        try:
-            with Client(self.socket, timeout_s=30) as client:
-                return client.call("status")
-        except (DaemonNotRunning, OSError):
-            return None
-
-    def is_ready(self) -> bool:
-        status = self.status()
-        return status is not None and status["state"] == "ready"
-
-    def kill(self) -> list[int]:
-        """SIGKILL the service; returns its hashing processes and forkserver, which must end."""
-        assert self.process is not None
-        helpers = descendants(self.process.pid)
-        self.process.kill()
-        self.process.wait(TIMEOUT_S)
-        self.process = None
-        return helpers
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(TIMEOUT_S)
-        self.process = None
-        return code
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def descendants(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        parent = str(pending.pop())
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", parent], capture_output=True)
-        children = [int(p) for p in out.stdout.split()]
-        found += children
-        pending += children
-    return found
-
-
 def running(pid: int) -> bool:
     try:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
@@ -179,7 +91,7 @@ def test_sigkill_at_random_moments_loses_nothing(daemon: Daemon) -> None:
     kills_before_ready = 0
     try:
         for _ in range(KILLS):
-            daemon.start()
+            daemon.start(wait=False)
             if rng.random() < 0.5:  # at a random moment of the start: opening, reconciling...
                 time.sleep(rng.uniform(0.0, 2.0))
                 kills_before_ready += not daemon.is_ready()
@@ -191,23 +103,20 @@ def test_sigkill_at_random_moments_loses_nothing(daemon: Daemon) -> None:
         feeder.stop()
     assert feeder.made > 100 and kills_before_ready > 0
 
-    daemon.start()
+    daemon.start(wait=False)
     present = sorted(p for p in daemon.root.iterdir())
 
     def settled() -> dict[str, Any] | None:
-        status = daemon.status()
-        done = status and status["state"] == "ready" and status["queue"] == 0
+        try:
+            status = daemon.status()
+        except (DaemonNotRunning, OSError):  # not answering yet
+            return None
+        done = status["state"] == "ready" and status["queue"] == 0
         return status if done and status["files"] == len(present) else None
 
     wait_for(settled, what=f"{len(present)} files indexed after {KILLS} kills")
     assert daemon.stop() == 0
-    checked = subprocess.run(
-        daemon.command("check", "--index", str(daemon.index)),
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    checked = daemon.cli("check", "--index", str(daemon.index))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     with Index.open(daemon.index, readonly=True) as index:
         records = list(index.files())

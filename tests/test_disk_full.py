@@ -9,12 +9,10 @@ import logging
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +26,10 @@ from dupwatch.index import DEFAULT_RADIUS, Index, StoreError
 from dupwatch.index.fingerprint import HASH_PARAMS, fingerprint
 from dupwatch.index.store import Store
 
-from support import DUPWATCH, SKIMAGE_DATA
+from support import SKIMAGE_DATA, TIMEOUT_S, Daemon, wait_for
 
-TIMEOUT_S = 60.0
 TINY_MAP = 64 << 10  # the smallest map an index with its ten tables opens in
 DISK_SIZE = "16m"
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
-    return value
 
 
 def tiny_png(path: Path, rng: random.Random) -> None:
@@ -231,61 +219,23 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-class Service:
+class Service(Daemon):
     """The real `dupwatch daemon` with its index on `disk` and its watched folder elsewhere."""
 
     def __init__(self, disk: Path) -> None:
-        self.base = disk.parent
-        self.root = self.base / "w"
-        self.root.mkdir()
-        self.index = disk / "idx"
-        self.socket = self.base / "s.sock"
-        self.config = self.base / "config.toml"
-        self.config.write_text("workers = 2\n")
-        self.log = self.base / "daemon.log"
-        self.env = {
-            **os.environ,
-            "DUPWATCH_INDEX": str(self.index),
-            "DUPWATCH_SOCKET": str(self.socket),
-            "XDG_CONFIG_HOME": str(self.base / "cfg"),
-        }
-        self.env.pop("NOTIFY_SOCKET", None)
-        self.env.pop("WATCHDOG_USEC", None)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def command(self, *args: str) -> list[str]:
-        return [DUPWATCH, "--config", str(self.config), *args]
+        super().__init__(disk.parent, index=disk / "idx")
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command("daemon", str(self.root)), env=self.env, stdout=log, stderr=log
-            )
+        super().start(wait=False)
         # READY; its state says disk_full when a write failed on the way.
         wait_for(lambda: self.status()["state"] in ("ready", "disk_full"), what="READY")
 
     def status(self) -> dict[str, Any]:
         assert self.process is not None and self.process.poll() is None, self.output()
         try:
-            with Client(self.socket, timeout_s=30) as client:
-                return client.call("status")
+            return super().status()
         except (DaemonNotRunning, OSError):
             return {"state": "starting"}
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args), env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(TIMEOUT_S)
-        self.process = None
-        return code
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from dupwatch.daemon.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
 from dupwatch.daemon.writer import Writer
 from dupwatch.index import Index, MissingFile
 
-from support import DUPWATCH, SKIMAGE_DATA
+from support import DUPWATCH, SKIMAGE_DATA, wait_for
 
 TIMEOUT_S = 60.0
 # A well-behaved client must be answered within this much during any abuse. The bound is
@@ -53,17 +53,6 @@ FUZZ_LINES = int(os.environ.get("DUPWATCH_FUZZ_LINES", "3000"))
 IDLE_CONNECTIONS = int(os.environ.get("DUPWATCH_FUZZ_IDLE", "2000"))
 CODES = {code.value for code in ErrorCode}
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 class Service:
@@ -117,7 +106,7 @@ class Service:
         """Seconds a well-behaved client waits for a status; fails past ANSWER_BOUND_S.
 
         Well-behaved: while a flood fills the listen queue, connect() fails with EAGAIN and
-        is tried again (which dupwatch.daemon.client does not do yet).
+        is tried again (as dupwatch.daemon.client does).
         """
         started = time.monotonic()
         with connect(self, timeout_s=ANSWER_BOUND_S) as sock:

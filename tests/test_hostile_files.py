@@ -58,7 +58,7 @@ from dupwatch.index.fingerprint import DEFAULT_MAX_PIXELS, Fingerprint, fingerpr
 from dupwatch.index.limits import OutOfMemory, TimedOut, bounded, map_bounded
 from dupwatch.index.update import hash_all, hash_file
 
-from support import DUPWATCH, SKIMAGE_DATA
+from support import DUPWATCH, SKIMAGE_DATA, descendants, wait_for
 
 TIME_BOUND_S = 10.0  # per file, generous for a loaded 2-core machine; most take milliseconds
 MEMORY_HEADROOM = 1 << 30  # the fuzzing process may grow by this much, no more
@@ -623,15 +623,6 @@ def running_writer(
         index.close()
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
-    return value
-
-
 def test_writer_waits_for_hashing_processes_that_fail_to_start(folder: Path) -> None:
     """Killed workers whose replacements cannot start at once (the forkserver killed with
     them and not yet gone: starting a process then fails with a plain OSError): the files
@@ -730,7 +721,7 @@ def test_the_service_survives_a_folder_of_hostile_files(folder: Path, photo) -> 
         wait_for(lambda: (s := status()) and s["state"] == "ready", what="READY")
         # The hashing processes (not the forkserver) run with their address space capped.
         wait_for(
-            lambda: any(_address_space_cap(pid) == 4 << 30 for pid in _children(daemon.pid)),
+            lambda: any(_address_space_cap(pid) == 4 << 30 for pid in descendants(daemon.pid)),
             what="a capped hashing process",
         )
 
@@ -782,18 +773,6 @@ def test_the_service_survives_a_folder_of_hostile_files(folder: Path, photo) -> 
         daemon.wait(60)
         log.close()
     assert daemon.returncode == 0
-
-
-def _children(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(pending.pop())], capture_output=True
-        )
-        children = [int(p) for p in out.stdout.split()]
-        found += children
-        pending += children
-    return found
 
 
 def _address_space_cap(pid: int) -> int | None:

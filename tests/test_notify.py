@@ -30,24 +30,13 @@ from dupwatch.daemon.client import DaemonNotRunning, call
 from dupwatch.daemon.notify import Burst, alert_body, alert_summary, thumbnail
 from dupwatch.daemon.server import Server
 
-from support import DUPWATCH
+from support import DUPWATCH, wait_for
 
 DESKTOP_TOOLS = ("xvfb-run", "dbus-daemon", "dunst", "stdbuf")
 needs_desktop = pytest.mark.skipif(
     not all(map(shutil.which, DESKTOP_TOOLS)),
     reason="needs Debian's xvfb, dbus, dunst and coreutils",
 )
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def short_dir() -> Path:
@@ -224,7 +213,7 @@ class Session:
             start_new_session=True,
         )
         self.processes.append(bus)
-        wait_until(lambda: (self.folder / "bus").exists(), "the session bus")
+        wait_for(lambda: (self.folder / "bus").exists(), 20.0, "the session bus")
         dunst = subprocess.Popen(
             ["stdbuf", "-oL", "dunst", "-print"],
             env={**os.environ, **self.display.env, "DBUS_SESSION_BUS_ADDRESS": self.address},
@@ -235,7 +224,7 @@ class Session:
         )
         self.processes.append(dunst)
         threading.Thread(target=self._collect, args=(dunst,), daemon=True).start()
-        wait_until(self.has_notification_server, "dunst on the session bus")
+        wait_for(self.has_notification_server, 20.0, "dunst on the session bus")
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -265,7 +254,7 @@ class Session:
         def find() -> Shown | None:
             return next((s for s in self.shown[after:] if s.summary == summary), None)
 
-        return wait_until(find, f"dunst to show {summary!r}")
+        return wait_for(find, 20.0, f"dunst to show {summary!r}")
 
 
 def stop_group(process: subprocess.Popen[Any]) -> None:
@@ -304,7 +293,7 @@ class AlertService:
         return bool(self.server and self.server.subscribers)
 
     def wait_for_subscriber(self) -> None:
-        wait_until(self.has_subscriber, "the bridge to subscribe")
+        wait_for(self.has_subscriber, 20.0, "the bridge to subscribe")
 
     def publish(self, event: dict[str, Any]) -> None:
         assert self.server is not None
@@ -380,7 +369,7 @@ def running_bridge(
         return subscribed()
 
     try:
-        wait_until(ready, "the bridge to subscribe")
+        wait_for(ready, 20.0, "the bridge to subscribe")
         yield Bridge(process, folder / "bridge.log")
     finally:
         process.terminate()
@@ -493,7 +482,7 @@ def test_it_comes_back_with_the_session_bus(
             service.path, subscribed, desktop.address, tmp_path / "cache"
         ) as bridge:
             desktop.stop()
-            wait_until(lambda: "unreachable" in bridge.log.read_text(), "the bridge to notice")
+            wait_for(lambda: "unreachable" in bridge.log.read_text(), 20.0, "the bridge to notice")
             desktop.start()
             service.publish(alert(str(photos.copy), near(photos.original)))
             desktop.wait_for("Duplicate: cat_0412.jpg")

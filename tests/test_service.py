@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +29,8 @@ from dupwatch.daemon.remote import query_via_service
 from dupwatch.daemon.server import Peer
 from dupwatch.index import Index, MissingFile
 
-from support import DUPWATCH, SKIMAGE_DATA
-
-START_TIMEOUT_S = 60.0
-TIMEOUT_S = 60.0
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
-    """Poll `condition` until it returns something true; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
-
-
-def photo(name: str) -> Image.Image:
-    return Image.open(SKIMAGE_DATA / name).convert("RGB")
+import support
+from support import TIMEOUT_S, descendants, photo, wait_for
 
 
 def tiny_png(path: Path | str, rng: random.Random) -> None:
@@ -56,71 +38,12 @@ def tiny_png(path: Path | str, rng: random.Random) -> None:
     Image.frombytes("RGB", (16, 16), rng.randbytes(16 * 16 * 3)).save(path, format="PNG")
 
 
-class Daemon:
-    """A private dupwatch instance: index, socket, config and one watched folder in /tmp."""
+class Daemon(support.Daemon):
+    """support.Daemon, reconciling folders it cannot watch every second, and asked about
+    its index."""
 
     def __init__(self, base: Path, *, rescan_interval_s: float = 1.0) -> None:
-        self.base = base
-        self.root = base / "w"
-        self.root.mkdir(exist_ok=True)
-        self.index = base / "idx"
-        self.socket = base / "s.sock"
-        self.config = base / "config.toml"
-        self.config.write_text(f"workers = 2\nrescan_interval_s = {rescan_interval_s}\n")
-        self.log = base / "daemon.log"
-        self.env = {
-            **os.environ,
-            "DUPWATCH_INDEX": str(self.index),
-            "DUPWATCH_SOCKET": str(self.socket),
-            "XDG_CONFIG_HOME": str(base / "xdg-config"),
-        }
-        self.env.pop("NOTIFY_SOCKET", None)
-        self.env.pop("WATCHDOG_USEC", None)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def command(self, *args: str) -> list[str]:
-        return [DUPWATCH, "--config", str(self.config), *args]
-
-    def start(self, *, prefix: list[str] | None = None, wait: bool = True, **env: str) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [*(prefix or []), *self.command("daemon", str(self.root))],
-                env={**self.env, **env},
-                stdout=log,
-                stderr=log,
-            )
-        if wait:
-            wait_for(self.is_ready, START_TIMEOUT_S, "the service to be ready")
-
-    def is_ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the service exited {self.process.returncode}: {self.output()}")
-        try:
-            return self.status()["state"] == "ready"
-        except (DaemonNotRunning, OSError):
-            return False
-
-    def status(self) -> dict[str, Any]:
-        with Client(self.socket, timeout_s=30) as client:
-            return client.call("status")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM and wait: the service finishes its file in hand and removes the socket."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(TIMEOUT_S)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(TIMEOUT_S)
-        self.process = None
+        super().__init__(base, config=f"workers = 2\nrescan_interval_s = {rescan_interval_s}\n")
 
     def wait_files(self, count: int, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
         """Wait until `count` files are indexed and nothing is queued; returns the status."""
@@ -346,19 +269,6 @@ def test_sigkill_mid_burst_then_restart_loses_nothing(daemon: Daemon, tmp_path: 
     assert daemon.indexed() == {str(daemon.root / f"k{i:04d}.png") for i in range(count)}
     assert status["files"] == count
     assert daemon.stop() == 0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (the forkserver and the hashing workers)."""
-    found = []
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True)
-        children = [int(p) for p in out.stdout.split()]
-        found += children
-        pending += children
-    return found
 
 
 def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
