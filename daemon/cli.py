@@ -22,13 +22,7 @@ from dupwatch.daemon.exports import (
     show_undo,
     show_unignored,
 )
-from dupwatch.daemon.render import (
-    ProgressBar,
-    dumps,
-    match_line,
-    printable,
-    query_to_json,
-)
+from dupwatch.daemon.render import ProgressBar, dumps, printable, show_query
 from dupwatch.daemon.report import open_in_browser, report_summary_line, write_report
 from dupwatch.daemon.splits import PairCount, across_splits, pair_counts, select_groups
 from dupwatch.index import (
@@ -362,15 +356,8 @@ def cmd_query(args: argparse.Namespace) -> int:
                 print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
                 failed = True
                 continue
-            others = [m for m in matches if not m.is_self]
-            found = found or bool(others)
-            if args.json:
-                print(dumps(query_to_json(image, matches)))
-            elif others or any(m.is_self for m in matches):
-                print(f"{printable(image)}:")
-                print("\n".join(match_line(m) for m in matches))
-            else:
-                print(f"{printable(image)}: no duplicates in the index")
+            shown = [m.to_json() for m in matches]
+            found = show_query(image, shown, as_json=args.json) or found
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found else EXIT_NONE

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dupwatch.daemon.client import Client, DaemonNotRunning
-from dupwatch.daemon.render import dumps, printable
+from dupwatch.daemon.render import dumps, match_line, printable, show_query
 from dupwatch.index import DupwatchError, FingerprintError, Index
 from dupwatch.index.folders import absolute
 
@@ -47,12 +47,6 @@ def alert_lines(event: dict[str, Any]) -> list[str]:
     lines = [f"{when}  {printable(event['path'])}"]
     lines += [match_line(m) for m in event.get("matches", [])]
     return lines
-
-
-def match_line(match: dict[str, Any]) -> str:
-    """A match as JSON, shown like `dupwatch query` shows a local one."""
-    suffix = "  (itself)" if match.get("self") else ""
-    return f"  {match['kind']:<5} {match['distance']:>2}  {printable(match['path'])}{suffix}"
 
 
 def show_status(socket_path: Path, *, as_json: bool) -> int:
@@ -156,15 +150,7 @@ def _print_queries(
             print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
             failed = True
             continue
-        others = [m for m in matches if not m.get("self")]
-        found = found or bool(others)
-        if as_json:
-            print(dumps({"query": image, "matches": matches}))
-        elif matches:
-            print(f"{printable(image)}:")
-            print("\n".join(match_line(m) for m in matches))
-        else:
-            print(f"{printable(image)}: no duplicates in the index")
+        found = show_query(image, matches, as_json=as_json) or found
     if failed:
         return EXIT_ERROR
     return EXIT_FOUND if found else EXIT_NONE

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
-from dupwatch.index import FileRecord, Group, Match
+from dupwatch.index import FileRecord, Group
 
 
 def group_to_json(group: Group) -> dict:
@@ -32,8 +32,17 @@ def _file_json(record: FileRecord, kind: str, distance: int, transform: str | No
     return out
 
 
-def query_to_json(path: str | bytes, matches: list[Match]) -> dict:
-    return {"query": os.fsdecode(path), "matches": [m.to_json() for m in matches]}
+def show_query(image: str | bytes, matches: list[dict[str, Any]], *, as_json: bool) -> bool:
+    """Print the answer to a query of `image` (matches as JSON: Match.to_json(), or the
+    service's answer); True when it names files other than the image itself."""
+    if as_json:
+        print(dumps({"query": os.fsdecode(image), "matches": matches}))
+    elif matches:
+        print(f"{printable(image)}:")
+        print("\n".join(match_line(m) for m in matches))
+    else:
+        print(f"{printable(image)}: no duplicates in the index")
+    return any(not m.get("self") for m in matches)
 
 
 def dumps(value: object) -> str:
@@ -70,9 +79,11 @@ def group_lines(group: Group) -> list[str]:
     return lines
 
 
-def match_line(match: Match) -> str:
-    suffix = "  (itself)" if match.is_self else f"  ({match.transform})" if match.transform else ""
-    return f"  {match.kind:<5} {match.distance:>2}  {printable(match.record.path)}{suffix}"
+def match_line(match: dict[str, Any]) -> str:
+    """One match (as JSON) for a terminal."""
+    how = match.get("transform")
+    suffix = "  (itself)" if match.get("self") else f"  ({how})" if how else ""
+    return f"  {match['kind']:<5} {match['distance']:>2}  {printable(match['path'])}{suffix}"
 
 
 class ProgressBar:
