@@ -174,6 +174,11 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     with env.begin(write=True) as txn:
         for record in before:
             txn.put(u64(record.id), schema_2_record(record), db=dbs[b"files"])
+        pairs = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=dbs[b"pairs"])]
+        assert len(pairs) == 2  # a -> b and b -> a
+        txn.drop(dbs[b"pairs"], delete=False)
+        for key, value in pairs:  # schema 2: other file, distance, kind; no transform
+            txn.put(key, value[:10], db=dbs[b"pairs"])
         txn.put(b"schema", b"2", db=dbs[b"meta"])
         params = {**HASH_PARAMS, "version": 2}
         del params["confirm"]
@@ -181,7 +186,14 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     env.close()
 
     with pytest.raises(IndexMismatch, match="dupwatch reindex"):
-        Index.open(index)
+        Index.open(index)  # migrated to schema 3 first, then refused for its hashes
+    env, dbs = raw_env(index)
+    with env.begin() as txn:
+        assert txn.get(b"schema", db=dbs[b"meta"]) == b"3"
+        assert sorted(bytes(v) for _, v in txn.cursor(db=dbs[b"pairs"])) == sorted(
+            v[:10] + b"\0" for _, v in pairs
+        )
+    env.close()
     result = dupwatch("scan", "--index", index, pics)
     assert result.returncode == 2 and "dupwatch reindex" in result.stderr
     result = dupwatch("reindex", "--index", index)
