@@ -271,15 +271,20 @@ def test_sigkill_mid_burst_then_restart_loses_nothing(daemon: Daemon, tmp_path: 
     assert daemon.stop() == 0
 
 
-def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
+def start_and_kill_its_hashing_processes(daemon: Daemon) -> None:
     daemon.start()
     assert daemon.process is not None
-    workers = wait_for(
-        lambda: len(descendants(daemon.process.pid)) >= 3 and descendants(daemon.process.pid),
+    pid = daemon.process.pid
+    helpers = wait_for(
+        lambda: len(descendants(pid)) >= 3 and descendants(pid),
         what="the forkserver and two workers",
     )
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
+    for helper in helpers:
+        os.kill(helper, signal.SIGKILL)
+
+
+def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
+    start_and_kill_its_hashing_processes(daemon)
     rng = random.Random(7)
     for i in range(5):
         tiny_png(daemon.root / f"after{i}.png", rng)
@@ -292,14 +297,7 @@ def test_a_killed_hashing_process_is_replaced(daemon: Daemon) -> None:
 def test_a_query_replaces_hashing_processes_killed_while_idle(daemon: Daemon) -> None:
     """With no file of its own to hash, the service learns that its hashing processes died
     from the query that needs one, starts new ones and answers it."""
-    daemon.start()
-    assert daemon.process is not None
-    workers = wait_for(
-        lambda: len(descendants(daemon.process.pid)) >= 3 and descendants(daemon.process.pid),
-        what="the forkserver and two workers",
-    )
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
+    start_and_kill_its_hashing_processes(daemon)
     tiny_png(daemon.base / "asked.png", random.Random(8))
     with Client(daemon.socket, timeout_s=60) as client:
         assert client.call("query", path=str(daemon.base / "asked.png"))["matches"] == []
