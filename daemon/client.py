@@ -12,6 +12,7 @@ from typing import Any
 
 from dupwatch.daemon import protocol
 from dupwatch.daemon.config import default_socket_path
+from dupwatch.daemon.protocol import ErrorCode
 from dupwatch.index.errors import DupwatchError
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,17 @@ class Client:
 
         Raises the error the service answered with (a DupwatchError subclass), ProtocolError
         on a malformed answer, DaemonNotRunning when it cannot connect or the service hung up.
+        A connection the service closed to make room (a crowd of idle connections) is opened
+        again until `timeout_s`: the request was never read, so nothing ran twice.
         """
-        self._send(protocol.encode_request(op, **args))
-        return protocol.check_response(self._receive())
+        line = protocol.encode_request(op, **args)
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        while True:
+            answer = self._exchange(line)
+            if not _turned_away(answer) or (deadline is not None and time.monotonic() >= deadline):
+                return protocol.check_response(answer)
+            self.close()
+            time.sleep(CONNECT_RETRY_S)
 
     def subscribe(self) -> Iterator[dict[str, Any]]:
         """Subscribe now; the iterator yields each event as it arrives, until the service ends.
@@ -128,14 +137,14 @@ class Client:
                 return
             yield protocol.decode_line(line, limit=protocol.MAX_RESPONSE_BYTES)
 
-    def _send(self, line: bytes) -> None:
+    def _exchange(self, line: bytes) -> dict[str, Any]:
         self.connect()
         assert self._sock is not None
         try:
             self._sock.sendall(line)
         except (BrokenPipeError, ConnectionResetError):
-            self.close()
-            raise DaemonNotRunning(self.socket_path, "the service hung up") from None
+            pass  # closed before reading the request: the line it left says why, if any
+        return self._receive()
 
     def _receive(self) -> dict[str, Any]:
         try:
@@ -151,6 +160,11 @@ class Client:
             self.close()
             raise DaemonNotRunning(self.socket_path, "the service hung up")
         return protocol.decode_line(line, limit=protocol.MAX_RESPONSE_BYTES)
+
+
+def _turned_away(answer: dict[str, Any]) -> bool:
+    error = answer.get("error")
+    return isinstance(error, dict) and error.get("code") == ErrorCode.TOO_MANY_CONNECTIONS
 
 
 def call(op: str, socket_path: Path | str | None = None, **args: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -342,3 +343,62 @@ def test_a_client_waits_out_a_full_connection_queue(sock_dir: Path) -> None:
         for sock in waiting:
             sock.close()
         listener.close()
+
+
+# Past the cap: a client turned away asks again
+
+
+@contextlib.contextmanager
+def one_slot(sock_dir: Path, groups_s: float = 0.5) -> Iterator[LoopThread]:
+    """A server with room for one connection, whose `groups` takes `groups_s`."""
+
+    async def slow_groups(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        await asyncio.sleep(groups_s)
+        return {"groups": []}
+
+    running = LoopThread(Server({**OPS, "groups": slow_groups}, max_connections=1))
+    running.run(running.server.start(sock_dir / "run" / "s.sock"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def busy_with_groups(running: LoopThread) -> threading.Thread:
+    """Take the only slot with a slow request (a connection being answered is not idle)."""
+    busy = threading.Thread(
+        target=raw_exchange, args=(socket_of(running), protocol.encode_request("groups"), 1)
+    )
+    busy.start()
+    wait_until(lambda: len(running.server.connections) == 1)
+    return busy
+
+
+def test_a_client_closed_to_make_room_asks_again(sock_dir: Path) -> None:
+    """The client's idle connection is closed to make room for another; its next call
+    reads why, connects again (making room in turn) and gets its answer."""
+    with one_slot(sock_dir) as running, Client(socket_of(running), timeout_s=10) as client:
+        assert client.call("status")["answer"] == 42
+        # The newcomer is answered, so the client's idle connection was closed for it.
+        [answer] = raw_exchange(socket_of(running), protocol.encode_request("status"), 1)
+        assert answer["answer"] == 42
+        assert client.call("status")["answer"] == 42
+
+
+def test_a_client_turned_away_while_all_are_busy_waits_its_turn(sock_dir: Path) -> None:
+    with one_slot(sock_dir, groups_s=0.5) as running:
+        busy = busy_with_groups(running)
+        started = time.monotonic()
+        with Client(socket_of(running), timeout_s=10) as client:
+            assert client.call("status")["answer"] == 42
+        assert time.monotonic() - started > 0.3  # it waited for the slow request to end
+        busy.join(10)
+
+
+def test_a_client_gives_up_on_a_full_service_after_its_timeout(sock_dir: Path) -> None:
+    with one_slot(sock_dir, groups_s=3) as running:
+        busy = busy_with_groups(running)
+        with pytest.raises(RemoteError, match="too many connections") as error:
+            Client(socket_of(running), timeout_s=0.5).call("status")
+        assert error.value.code == "too_many_connections"
+        busy.join(10)
