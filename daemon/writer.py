@@ -551,22 +551,23 @@ class Writer:
     def _flush(self) -> None:
         if not self._batch:
             return
-        batch, self._batch = self._batch, []
+        batch = self._batch
         paths = [path for path, _fp, _st in batch]
         try:
             results = self.index.put_many(batch)
+            self.stats.hashed += len(results)
+            for result in results:
+                if result.matches:
+                    self.stats.alerts += 1
+                    try:
+                        self.on_duplicate(result)
+                    except Exception:
+                        log.exception("announcing a duplicate failed")
         except DupwatchError as exc:
             log.error("could not store %d files: %s", len(batch), exc)
-            self._settle(*paths)
-            return
-        self.stats.hashed += len(results)
-        for result in results:
-            if result.matches:
-                self.stats.alerts += 1
-                try:
-                    self.on_duplicate(result)
-                except Exception:
-                    log.exception("announcing a duplicate failed")
+        finally:
+            # Left in the queue's length until announced: an empty queue means all is told.
+            self._batch = []
         self._settle(*paths)  # after the counters: READY may follow at once
 
 
