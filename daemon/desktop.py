@@ -14,6 +14,7 @@ from typing import Any
 from jeepney import (
     DBusAddress,
     DBusErrorResponse,
+    HeaderFields,
     MatchRule,
     Message,
     MessageType,
@@ -21,7 +22,6 @@ from jeepney import (
 )
 from jeepney.bus_messages import message_bus
 from jeepney.io.asyncio import DBusConnection, open_dbus_connection
-from jeepney.io.common import ReplyMatcher
 
 from dupwatch.index.errors import DupwatchError
 
@@ -72,13 +72,31 @@ def session_bus_address() -> str:
     )
 
 
+def is_bus_error(error: DBusErrorResponse) -> bool:
+    """An error from the bus itself, not the notification server: the name has no owner, or
+    starting one failed. The notification may be shown when a server is back."""
+    return error.name.startswith("org.freedesktop.DBus.Error.")
+
+
+def is_server_change(message: Message) -> bool:
+    """The bus's NameOwnerChanged for the notification server's name."""
+    fields = message.header.fields
+    return (
+        fields.get(HeaderFields.interface) == message_bus.interface
+        and fields.get(HeaderFields.member) == "NameOwnerChanged"
+        and message.body[:1] == (NOTIFICATIONS.bus_name,)
+    )
+
+
 class Bus:
     """One session-bus connection: calls with replies, signals into `inbox`, `lost` at the end."""
 
     def __init__(self, address: str, conn: DBusConnection, inbox: asyncio.Queue) -> None:
         self.address = address
         self._conn = conn
-        self._replies = ReplyMatcher()
+        # Calls waiting for their reply, by serial. (jeepney's ReplyMatcher fails a call
+        # waiting when the connection drops with a KeyError instead.)
+        self._replies: dict[int, asyncio.Future[Message]] = {}
         self.lost = asyncio.Event()
         self._receiver = asyncio.create_task(self._receive(inbox))
 
@@ -94,6 +112,15 @@ class Bus:
             type="signal", interface=NOTIFICATIONS.interface, path=NOTIFICATIONS.object_path
         )
         await bus.call(message_bus.AddMatch(rule))
+        # And to the notification server coming and going.
+        owner = MatchRule(
+            type="signal",
+            sender=message_bus.bus_name,
+            interface=message_bus.interface,
+            member="NameOwnerChanged",
+        )
+        owner.add_arg_condition(0, NOTIFICATIONS.bus_name)
+        await bus.call(message_bus.AddMatch(owner))
         return bus
 
     async def call(self, message: Message) -> tuple[Any, ...]:
@@ -101,13 +128,14 @@ class Bus:
         if self.lost.is_set():
             raise BusUnavailable(self.address, "connection closed")
         serial = next(self._conn.outgoing_serial)
-        future = asyncio.get_running_loop().create_future()
-        with self._replies.catch(serial, future):
-            try:
-                await self._conn.send(message, serial=serial)
-                reply = await asyncio.wait_for(future, CALL_TIMEOUT_S)
-            except (OSError, TimeoutError) as error:
-                raise BusUnavailable(self.address, str(error) or "no reply") from None
+        future = self._replies[serial] = asyncio.get_running_loop().create_future()
+        try:
+            await self._conn.send(message, serial=serial)
+            reply = await asyncio.wait_for(future, CALL_TIMEOUT_S)
+        except (OSError, TimeoutError) as error:
+            raise BusUnavailable(self.address, str(error) or "no reply") from None
+        finally:
+            self._replies.pop(serial, None)
         if reply.header.message_type == MessageType.error:
             raise DBusErrorResponse(reply)
         return reply.body
@@ -119,11 +147,16 @@ class Bus:
                 if message.header.message_type == MessageType.signal:
                     inbox.put_nowait(("signal", message))
                 else:
-                    self._replies.dispatch(message)
+                    serial = message.header.fields.get(HeaderFields.reply_serial)
+                    waiting = self._replies.get(serial)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(message)
         except (EOFError, OSError):
             pass
         finally:
-            self._replies.drop_all(BusUnavailable(self.address, "connection closed"))
+            for waiting in self._replies.values():
+                if not waiting.done():
+                    waiting.set_exception(BusUnavailable(self.address, "connection closed"))
             self.lost.set()
             inbox.put_nowait(("lost", self))
 
@@ -141,8 +174,11 @@ class Desktop:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.capabilities: frozenset[str] = frozenset()
+        self.present: bool | None = None  # whether a notification server answers; None: unasked
 
     async def load_capabilities(self) -> None:
+        """Ask the notification server what it shows; raises DBusErrorResponse when the bus
+        has none (nobody owns the name, or the one it started on demand failed)."""
         (capabilities,) = await self.bus.call(new_method_call(NOTIFICATIONS, "GetCapabilities"))
         self.capabilities = frozenset(capabilities)
 

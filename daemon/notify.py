@@ -1,7 +1,8 @@
 """`dupwatch notify`: each duplicate the service finds, shown as a desktop notification.
 
 What to say and when: one notification per duplicate with a thumbnail, a burst folded into one
-summary, reconnection when the service or the session bus comes back (see desktop.py for D-Bus).
+summary, reconnection when the service or the session bus comes back, alerts held while no
+notification server answers (see desktop.py for D-Bus).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -29,6 +30,8 @@ from dupwatch.daemon.desktop import (
     Bus,
     BusUnavailable,
     Desktop,
+    is_bus_error,
+    is_server_change,
     session_bus_address,
 )
 from dupwatch.index.errors import DupwatchError
@@ -48,6 +51,7 @@ THUMB_CACHE_FILES = 500
 MAX_PENDING = 10_000  # alerts held while the bus is away; beyond it they are only counted
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+RECHECK_S = 5.0  # while no notification server answers, how often an alert asks again
 
 KIND_WORDS = {"exact": "exact copy of", "pixel": "same pixels as", "near": "near-duplicate of"}
 KIND_NOUNS = {  # one, many
@@ -262,7 +266,10 @@ class Bridge:
         self.burst: Burst | None = None
         self.targets: OrderedDict[int, Path] = OrderedDict()  # notification id -> what to open
         self.unlisted = 0  # alerts dropped while too many waited
-        self.interrupted: Alert | None = None  # the alert being shown when the bus went away
+        # Alerts not shown yet, oldest first: they wait while the bus or its notification
+        # server is away, and are shown in order when it is back.
+        self.held: deque[Alert] = deque()
+        self.server_asked_at = 0.0
         self.inbox: asyncio.Queue[tuple[str, Any]] | None = None
 
     def run(self) -> None:
@@ -296,35 +303,76 @@ class Bridge:
 
     async def _show_until_lost(self, desktop: Desktop) -> None:
         assert self.inbox is not None
-        await desktop.load_capabilities()
-        if self.interrupted is not None:
-            interrupted, self.interrupted = self.interrupted, None
-            await self._on_alert_shown(desktop, interrupted)
+        await self._find_server(desktop)
         while True:
+            await self._show_held(desktop)
             try:
-                kind, payload = await asyncio.wait_for(self.inbox.get(), self._redraw_in())
+                kind, payload = await asyncio.wait_for(self.inbox.get(), self._redraw_in(desktop))
             except TimeoutError:
-                await self._redraw_burst(desktop)
+                await self._drawing(desktop, self._redraw_burst(desktop))
                 continue
             if kind == "lost" and payload is desktop.bus:
                 raise BusUnavailable(desktop.bus.address, "connection closed")
-            if kind == "signal":
+            if kind == "signal" and is_server_change(payload):
+                await self._find_server(desktop)
+            elif kind == "signal":
                 await self._on_signal(desktop, payload)
             elif kind == "alert":
-                await self._on_alert_shown(desktop, payload)
+                self._hold(payload)
+                if not desktop.present and time.monotonic() - self.server_asked_at > RECHECK_S:
+                    await self._find_server(desktop)  # a server started on demand, perhaps
             if self.unlisted and self.inbox.empty():
                 missed, self.unlisted = self.unlisted, 0
-                await self._on_alert_shown(desktop, {"event": "missed", "count": missed})
+                self._hold({"event": "missed", "count": missed})
 
-    async def _on_alert_shown(self, desktop: Desktop, alert: Alert) -> None:
+    async def _find_server(self, desktop: Desktop) -> None:
+        """Ask for the notification server (the bus may start one); say when it comes or goes."""
+        self.server_asked_at = time.monotonic()
+        was_present = desktop.present
         try:
-            await self.on_alert(desktop, alert)
-        except BusUnavailable:
-            self.interrupted = alert  # shown first once the bus is back
-            raise
+            await desktop.load_capabilities()
         except DBusErrorResponse as error:
-            # No notification server (yet): say so, drop this one, keep following.
-            log.warning("the notification server refused %s: %s", alert.get("path"), error)
+            desktop.present = False
+            if was_present is not False:
+                log.warning("no notification server on the session bus (%s); alerts wait", error)
+            return
+        desktop.present = True
+        if was_present is False:
+            log.info("a notification server is on the session bus: showing %d", len(self.held))
+
+    def _hold(self, alert: Alert) -> None:
+        if len(self.held) >= MAX_PENDING:
+            self.unlisted += int(alert.get("count", 1)) if alert.get("event") == "missed" else 1
+        else:
+            self.held.append(alert)
+
+    async def _show_held(self, desktop: Desktop) -> None:
+        """Show the held alerts in order while the notification server takes them."""
+        while self.held and desktop.present:
+            alert = self.held.popleft()
+            burst, count = self.burst, self.burst.count if self.burst else 0
+            shown = False
+            try:
+                shown = await self._drawing(desktop, self.on_alert(desktop, alert))
+            finally:  # the bus going away raises
+                folded = self.burst is not None and (self.burst, self.burst.count) != (burst, count)
+                if not shown and not folded:  # not in a summary either: first when it can be
+                    self.held.appendleft(alert)
+
+    async def _drawing(self, desktop: Desktop, drawing: Awaitable[None]) -> bool:
+        """Await `drawing`; False when the notification server went away meanwhile (the bus
+        going away raises). One the server refuses is logged and counts as done."""
+        try:
+            await drawing
+        except DBusErrorResponse as error:
+            if not is_bus_error(error):
+                log.warning("the notification server refused a notification: %s", error)
+                return True
+            if desktop.present:
+                log.warning("the notification server left the session bus (%s)", error)
+            desktop.present = False
+            return False
+        return True
 
     async def on_alert(self, desktop: Desktop, alert: Alert) -> None:
         """Show one alert alone, or fold it into the burst it belongs to."""
@@ -385,10 +433,10 @@ class Bridge:
         if burst.folder:
             self._remember(burst.notification_id, Path(burst.folder))
 
-    def _redraw_in(self) -> float | None:
+    def _redraw_in(self, desktop: Desktop) -> float | None:
         """Seconds until a growing burst's summary is due for a redraw; None: nothing due."""
         burst = self.burst
-        if burst is None or burst.count == burst.shown_count:
+        if burst is None or burst.count == burst.shown_count or not desktop.present:
             return None
         return max(0.0, burst.shown_at + SUMMARY_EVERY_S - time.monotonic())
 

@@ -195,25 +195,51 @@ class Display:
 
 
 class Session:
-    """A session bus at a fixed address with dunst on it; what dunst shows lands in `shown`."""
+    """A session bus at a fixed address with dunst on it; what dunst shows lands in `shown`.
 
-    def __init__(self, folder: Path, display: Display) -> None:
+    `services`: a folder of D-Bus service files the bus may start on demand (none: the
+    bus's own config, which lists Debian's, dunst's among them).
+    """
+
+    def __init__(
+        self, folder: Path, display: Display, *, server: bool = True, services: Path | None = None
+    ) -> None:
         self.address = f"unix:path={folder / 'bus'}"
         self.folder = folder
         self.display = display
+        self.services = services
         self.shown: list[Shown] = []
         self.processes: list[subprocess.Popen[str]] = []
-        self.start()
+        self.start(server=server)
 
-    def start(self) -> None:
+    def start(self, *, server: bool = True) -> None:
+        config = ["--session"]
+        if self.services is not None:
+            config = [f"--config-file={self.bus_config(self.services)}"]
         bus = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", f"--address={self.address}"],
+            ["dbus-daemon", *config, "--nofork", f"--address={self.address}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         self.processes.append(bus)
         wait_for(lambda: (self.folder / "bus").exists(), 20.0, "the session bus")
+        if server:
+            self.start_server()
+
+    def bus_config(self, services: Path) -> Path:
+        config = self.folder / "session.conf"
+        config.write_text(
+            "<!DOCTYPE busconfig PUBLIC '-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN'"
+            " 'http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd'>\n"
+            "<busconfig><type>session</type><listen>unix:tmpdir=/tmp</listen>"
+            f"<servicedir>{services}</servicedir>"
+            "<policy context='default'><allow send_destination='*' eavesdrop='true'/>"
+            "<allow eavesdrop='true'/><allow own='*'/></policy></busconfig>\n"
+        )
+        return config
+
+    def start_server(self) -> None:
         dunst = subprocess.Popen(
             ["stdbuf", "-oL", "dunst", "-print"],
             env={**os.environ, **self.display.env, "DBUS_SESSION_BUS_ADDRESS": self.address},
@@ -532,3 +558,33 @@ def test_a_copy_dropped_into_a_watched_folder_pops_up(
         rf"near-duplicate of <b>cat_0001.jpg</b> \(distance \d+\)\nin {labels}", shown.body
     )
     assert shown.icon.startswith(f"file://{cache}/dupwatch/thumbs/")
+
+
+@needs_desktop
+def test_alerts_wait_for_a_notification_server(
+    display: Display, service: AlertService, photos: Photos, tmp_path: Path
+) -> None:
+    """At login the bridge may start before the notification server, or the one the bus
+    starts on demand may fail: the alert waits, and shows when a server takes the name."""
+    services = tmp_path / "services"
+    services.mkdir()
+    (services / "notifications.service").write_text(
+        "[D-BUS Service]\nName=org.freedesktop.Notifications\nExec=/bin/false\n"
+    )
+    folder = short_dir()
+    desktop = Session(folder, display, server=False, services=services)
+    try:
+        with running_bridge(
+            service.path, service.has_subscriber, desktop.address, tmp_path / "cache"
+        ) as bridge:
+            wait_for(lambda: "alerts wait" in bridge.log.read_text(), 20.0, "the bridge to wait")
+            service.publish(alert(str(photos.copy), near(photos.original)))
+            time.sleep(1.0)  # long enough for it to be lost, were it not held
+            assert bridge.process.poll() is None, bridge.log.read_text()
+            desktop.start_server()
+            desktop.wait_for("Duplicate: cat_0412.jpg")
+            log = bridge.log.read_text()
+            assert "Spawn.ChildExited" in log, log  # the bus tried to start one, and it failed
+    finally:
+        desktop.stop()
+        shutil.rmtree(folder, ignore_errors=True)
