@@ -200,6 +200,18 @@ class _Gate:
                 self._changed.notify_all()
 
 
+def _upgrade_advice(
+    version: int, stored_params: bytes | None, hash_params: dict, check_params: bool
+) -> str:
+    """What to do with an index of an older schema that is open read-only."""
+    advice = f"the index has schema {version} and needs upgrading to {SCHEMA_VERSION}; "
+    wanted = json.dumps(hash_params, sort_keys=True).encode()
+    if check_params and stored_params is not None and stored_params != wanted:
+        # Migrating the layout alone would leave hashes this dupwatch refuses.
+        return advice + "its hashes are of another version too: run `dupwatch reindex`"
+    return advice + "open it once for writing (e.g. `dupwatch check`)"
+
+
 class Store:
     """One LMDB environment with dupwatch's named tables."""
 
@@ -233,7 +245,7 @@ class Store:
                 for name, dupsort in TABLES.items()
             }
         except lmdb.Error as error:
-            problem = self._missing_tables_reason()
+            problem = self._missing_tables_reason(hash_params, check_params)
             self.env.close()
             raise StoreError(f"{self.folder}: {problem}: {error}") from error
         self._check_meta(hash_params, check_params)
@@ -241,19 +253,17 @@ class Store:
     def close(self) -> None:
         self.env.close()
 
-    def _missing_tables_reason(self) -> str:
+    def _missing_tables_reason(self, hash_params: dict, check_params: bool) -> str:
         """Why a read-only open found tables missing: an older schema, or no index."""
         try:
             meta = self.env.open_db(b"meta", create=False)
             with self.env.begin(db=meta) as txn:
                 version = txn.get(b"schema")
+                params = txn.get(b"hash")
         except lmdb.Error:
-            version = None
+            version = params = None
         if version is not None and int(version) < SCHEMA_VERSION:
-            return (
-                f"the index has schema {int(version)} and needs upgrading to {SCHEMA_VERSION}; "
-                "open it once for writing (e.g. `dupwatch check`)"
-            )
+            return _upgrade_advice(int(version), params, hash_params, check_params)
         return "not a dupwatch index, or one still being created"
 
     def _check_meta(self, hash_params: dict, check_params: bool) -> None:
@@ -270,6 +280,9 @@ class Store:
                 f"understands ({SCHEMA_VERSION}); upgrade dupwatch"
             )
         if version is not None and int(version) < SCHEMA_VERSION:
+            if self.readonly:
+                advice = _upgrade_advice(int(version), params, hash_params, check_params)
+                raise IndexMismatch(f"{self.folder}: {advice}")
             self._migrate(int(version))
         if params is not None and params != wanted and check_params:
             raise IndexMismatch(
@@ -279,11 +292,6 @@ class Store:
             )
 
     def _migrate(self, version: int) -> None:
-        if self.readonly:
-            raise IndexMismatch(
-                f"{self.folder}: the index has schema {version} and needs upgrading to "
-                f"{SCHEMA_VERSION}; open it once for writing (e.g. `dupwatch check`)"
-            )
         for step in range(version, SCHEMA_VERSION):
             log.info("%s: migrating the index from schema %d to %d", self.folder, step, step + 1)
 

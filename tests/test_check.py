@@ -185,6 +185,8 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
         txn.put(b"hash", json.dumps(params, sort_keys=True).encode(), db=dbs[b"meta"])
     env.close()
 
+    with pytest.raises(StoreError, match="schema 2 and needs upgrading.*run `dupwatch reindex`"):
+        Index.open(index, readonly=True)  # not "open it for writing": that alone is not enough
     with pytest.raises(IndexMismatch, match="dupwatch reindex"):
         Index.open(index)  # migrated to schema 3 first, then refused for its hashes
     env, dbs = raw_env(index)
