@@ -19,7 +19,6 @@ import shutil
 import socket
 import stat
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,14 +34,14 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from dupwatch.daemon import protocol
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.client import Client
 from dupwatch.daemon.ops import Ops
 from dupwatch.daemon.protocol import ErrorCode, ProtocolError
 from dupwatch.daemon.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
 from dupwatch.daemon.writer import Writer
 from dupwatch.index import Index, MissingFile
 
-from support import DUPWATCH, SKIMAGE_DATA, wait_for
+from support import SKIMAGE_DATA, Daemon, wait_for
 
 TIMEOUT_S = 60.0
 # A well-behaved client must be answered within this much during any abuse. The bound is
@@ -56,52 +55,20 @@ CODES = {code.value for code in ErrorCode}
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
-class Service:
-    """The real `dupwatch daemon` on a folder of two near-duplicate photos, in /tmp."""
+class Service(Daemon):
+    """The real `dupwatch daemon` on a folder of two near-duplicate photos, in /tmp, with one
+    hashing worker; its socket alone in a folder of its own."""
 
     def __init__(self, base: Path) -> None:
-        self.base = base
-        self.root = base / "w"
-        self.root.mkdir()
+        super().__init__(base, config="workers = 1\n")
         img = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB")
         img.save(self.root / "astronaut.jpg", quality=90)
         img.resize((256, 256)).save(self.root / "small.jpg", quality=80)
         self.socket = base / "sock" / "s.sock"
-        self.log = base / "daemon.log"
-        config = base / "config.toml"
-        config.write_text("workers = 1\n")
-        env = {
-            **os.environ,
-            "DUPWATCH_INDEX": str(base / "idx"),
-            "DUPWATCH_SOCKET": str(self.socket),
-            "XDG_CONFIG_HOME": str(base / "cfg"),
-        }
-        env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_USEC", None)
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [DUPWATCH, "--config", str(config), "daemon", str(self.root)],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-        wait_for(self.is_ready, TIMEOUT_S, "the service to be ready")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def is_ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the service exited: {self.output()}")
-        try:
-            return self.status()["state"] == "ready"
-        except (DaemonNotRunning, OSError):
-            return False
-
-    def status(self, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-        with Client(self.socket, timeout_s=timeout_s) as client:
-            return client.call("status")
+        self.env["DUPWATCH_SOCKET"] = str(self.socket)
+        self.start()
+        assert self.process is not None
+        self.pid = self.process.pid
 
     def answer_s(self) -> float:
         """Seconds a well-behaved client waits for a status; fails past ANSWER_BOUND_S.
@@ -124,16 +91,9 @@ class Service:
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
     def settle(self, fds_before: int) -> None:
         """Wait until the service holds no more descriptors than before the abuse."""
         wait_for(lambda: self.fds() <= fds_before, what=f"fds back to {fds_before}")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        return self.process.wait(TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +106,8 @@ def service() -> Iterator[Service]:
         output = running.output()
         assert "Traceback" not in output and "connection failed" not in output, output
     finally:
-        if running.process.poll() is None:
-            running.process.kill()
+        if running.process is not None:
+            running.kill()
         shutil.rmtree(base, ignore_errors=True)
 
 
