@@ -158,6 +158,8 @@ class Runs:
     [1, 2, 3, 1]
     >>> runs.observe(9.1, count=40)
     41
+    >>> runs.forget(); runs.observe(9.2)
+    41
     """
 
     def __init__(self, *, window_s: float) -> None:
@@ -172,6 +174,10 @@ class Runs:
         self.last = now
         self.position += count
         return self.position
+
+    def forget(self, count: int = 1) -> None:
+        """Take back the last `count` observed (not shown after all: they come again)."""
+        self.position = max(0, self.position - count)
 
 
 # Thumbnails
@@ -357,6 +363,7 @@ class Bridge:
             finally:  # the bus going away raises
                 folded = self.burst is not None and (self.burst, self.burst.count) != (burst, count)
                 if not shown and not folded:  # not in a summary either: first when it can be
+                    self.runs.forget()
                     self.held.appendleft(alert)
 
     async def _drawing(self, desktop: Desktop, drawing: Awaitable[None]) -> bool:
