@@ -158,6 +158,7 @@ class Ops:
         service = self.service
         stats = service.writer.stats
         files = await asyncio.to_thread(len, service.index)
+        unwatched = [os.fsdecode(f) for fs in service.unwatched.values() for f in fs]
         return {
             # A full disk under the index pauses indexing; reads still answer.
             "state": "disk_full" if service.writer.paused else service.state,
@@ -176,7 +177,9 @@ class Ops:
             "alerts": stats.alerts,
             "subscribers": len(service.server.subscribers),
             "uptime_s": round(service.uptime_s(), 3),
-            "unwatched": [os.fsdecode(f) for fs in service.unwatched.values() for f in fs],
+            "unwatched": unwatched,
+            "rescanned_folders": len(unwatched),  # past the watch limit: rescanned instead
+            "rescan_interval_s": service.config.rescan_interval_s,
             "missing_roots": [os.fsdecode(r) for r in sorted(service.lost_roots)],
             "last_alerts": list(service.recent_alerts)[-5:],
             "last_failures": list(stats.last_failures)[-5:],

@@ -72,9 +72,13 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     ]
     lines += [f"watching {printable(root)}" for root in status["roots"]] or ["watching nothing"]
     lines += [f"missing  {printable(root)}" for root in status.get("missing_roots", [])]
-    unwatched = status.get("unwatched", [])
-    if unwatched:
-        lines.append(f"{len(unwatched)} folders past the inotify watch limit, rescanned instead")
+    rescanned = status.get("rescanned_folders", len(status.get("unwatched", [])))
+    if rescanned:
+        every = status.get("rescan_interval_s", 30)
+        lines.append(
+            f"rescanned {rescanned} folders every {every:g} s instead of watched "
+            "(past the inotify watch limit)"
+        )
     for alert in status.get("last_alerts", []):
         lines += alert_lines(alert)
     return lines

@@ -6,6 +6,7 @@ write happen elsewhere. Also here: noticing inotify overflows and folders past t
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -45,6 +46,8 @@ EVENT_FILTER = [
 OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 OVERFLOW_MESSAGE = "Inotify queue overflowed"
 WATCHES_SYSCTL = "fs.inotify.max_user_watches"
+# inotify_add_watch's answers when the per-user watch or instance limit is reached.
+LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
 
 
 class ChangeKind(StrEnum):
@@ -165,7 +168,8 @@ class Watcher:
         self.sink = sink
         self.ignore = tuple(ignore)
         self.observer = Observer(generate_full_events=True)
-        self._watches: dict[bytes, ObservedWatch] = {}
+        # root -> its watch; None when not even the root could be watched (the limit).
+        self._watches: dict[bytes, ObservedWatch | None] = {}
         self._overflow = _OverflowHook(sink)
 
     def start(self) -> None:
@@ -189,20 +193,35 @@ class Watcher:
     def watch(self, root: bytes) -> list[bytes]:
         """Watch `root` recursively; returns the folders under it left unwatched (limit).
 
-        Raises OSError when the root itself cannot be watched (missing, no permission, or no
-        watch left at all).
+        Past the watch limit, what fits is watched: watchdog up to 7.1.0 drops the folders
+        it has no watch left for, 7.1.1 and later give up on the whole tree, and then the
+        root alone is watched (or nothing, when not even that fits). Raises OSError when the
+        root itself cannot be watched for another reason (missing, no permission).
         """
         if root in self._watches:
             return self.unwatched(root)
         handler = _Handler(root, self.sink, self.ignore)
-        self._watches[root] = self.observer.schedule(
-            handler, root, recursive=True, event_filter=EVENT_FILTER
-        )
+        try:
+            watch = self._schedule(handler, root, recursive=True)
+        except OSError as error:
+            if error.errno not in LIMIT_ERRNOS:
+                raise
+            log.debug("%s: no recursive watch (%s); watching the folder alone", root, error)
+            try:
+                watch = self._schedule(handler, root, recursive=False)
+            except OSError as error:
+                if error.errno not in LIMIT_ERRNOS:
+                    raise
+                watch = None
+        self._watches[root] = watch
         try:
             return self.unwatched(root)
         except Exception:
             self.unwatch(root)
             raise
+
+    def _schedule(self, handler: _Handler, root: bytes, *, recursive: bool) -> ObservedWatch:
+        return self.observer.schedule(handler, root, recursive=recursive, event_filter=EVENT_FILTER)
 
     def unwatch(self, root: bytes) -> None:
         watch = self._watches.pop(root, None)
@@ -213,26 +232,25 @@ class Watcher:
                 pass  # its emitter already stopped (the root was deleted)
 
     def is_alive(self, root: bytes) -> bool:
-        """False once the root's emitter stopped (the root folder was deleted or moved)."""
-        watch = self._watches.get(root)
-        emitter = self._emitter(watch) if watch is not None else None
+        """False once the root's emitter stopped (the root folder was deleted or moved).
+        A root that could not be watched at all (the limit) counts as alive: it is there."""
+        if root not in self._watches:
+            return False
+        watch = self._watches[root]
+        if watch is None:
+            return True
+        emitter = self._emitter(watch)
         return emitter is not None and emitter.is_alive()
 
     def unwatched(self, root: bytes) -> list[bytes]:
         """Folders under `root` that have no inotify watch (past the watch limit)."""
-        watched = self._watched_folders(root)
+        folders = folders_under(root, self.ignore)
+        if self._watches.get(root) is None:
+            return [path for path, _identity in folders]
+        watched = inotify_watched()
         if watched is None:
-            return []  # not an inotify emitter (another platform): nothing to compare
-        return [folder for folder in folders_under(root, self.ignore) if folder not in watched]
-
-    def _watched_folders(self, root: bytes) -> set[bytes] | None:
-        watch = self._watches.get(root)
-        emitter = self._emitter(watch) if watch is not None else None
-        group = getattr(emitter, "_inotify", None)
-        # watchdog 7 keeps its watches in a private dict and drops the ENOSPC of every folder
-        # but the root silently: reading the dict is the only way to know what is watched.
-        paths = getattr(group, "_active_callbacks_by_path", None)
-        return set(paths) if isinstance(paths, dict) else None
+            return []  # no inotify here (another platform): nothing to compare
+        return [path for path, identity in folders if identity not in watched]
 
     def _emitter(self, watch: ObservedWatch) -> object | None:
         for emitter in self.observer.emitters:
@@ -241,25 +259,63 @@ class Watcher:
         return None
 
 
-def folders_under(root: bytes, ignore: Iterable[str] = DEFAULT_IGNORE) -> list[bytes]:
-    """`root` and every folder below it that dupwatch looks into (no hidden/temporary ones)."""
+def inotify_watched() -> set[tuple[int, int]] | None:
+    """(device, inode) of every folder this process holds an inotify watch on; None where
+    there is no inotify.
+
+    Read from the kernel (/proc/self/fdinfo lists each watch of an inotify descriptor), not
+    from watchdog, whose bookkeeping is private and changes between releases.
+    """
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    watched: set[tuple[int, int]] = set()
+    found_inotify = False
+    for fd in descriptors:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue  # closed meanwhile
+        found_inotify = True
+        for line in info.splitlines():
+            if line.startswith("inotify wd:"):
+                fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+                # The kernel's own dev_t: 12 bits of major above 20 bits of minor.
+                sdev = int(fields["sdev"], 16)
+                device = os.makedev(sdev >> 20, sdev & 0xFFFFF)
+                watched.add((device, int(fields["ino"], 16)))
+    return watched if found_inotify else None
+
+
+def folders_under(
+    root: bytes, ignore: Iterable[str] = DEFAULT_IGNORE
+) -> list[tuple[bytes, tuple[int, int]]]:
+    """`root` and every folder below it that dupwatch looks into (no hidden/temporary ones),
+    each with its (device, inode)."""
     ignore = tuple(ignore)
     found = []
-    pending = [root]
+    try:
+        st = os.stat(root)
+    except OSError:
+        return []
+    pending = [(root, (st.st_dev, st.st_ino))]
     while pending:
-        folder = pending.pop()
-        found.append(folder)
+        folder, identity = pending.pop()
+        found.append((folder, identity))
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
         for entry in entries:
             try:
-                if stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
-                    if not is_ignored(entry.name, ignore):
-                        pending.append(entry.path)
+                info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            if stat.S_ISDIR(info.st_mode) and not is_ignored(entry.name, ignore):
+                pending.append((entry.path, (info.st_dev, info.st_ino)))
     return found
 
 

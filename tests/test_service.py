@@ -316,8 +316,8 @@ def test_inotify_overflow_is_reconciled(daemon: Daemon) -> None:
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGSTOP)
     try:
-        junk = daemon.root / "junk.part"  # ignored by name: 3 events a round, no hashing
-        for _ in range(limit // 3 + 100):
+        junk = daemon.root / "junk.part"  # ignored by name: no hashing
+        for _ in range(limit):  # 3 events a round: three times what the queue holds
             junk.write_bytes(b"x")
             junk.unlink()
         rng = random.Random(11)
@@ -541,26 +541,30 @@ def test_cli_alerts_follows_the_stream(daemon: Daemon, tmp_path: Path) -> None:
 
 def test_folders_past_the_watch_limit_are_still_indexed(daemon: Daemon) -> None:
     unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed")
+    assert unshare is not None, "unshare (util-linux) is needed to lower the watch limit"
     for i in range(40):
         (daemon.root / f"d{i:02d}").mkdir()
+    photo("rocket.jpg").save(daemon.root / "d07" / "early.jpg", quality=90)
     # A user namespace of its own has its own watch limit: the machine's is left alone.
     lower = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$@"'
-    probe = subprocess.run([unshare, "--user", "--map-root-user", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces are not available: {probe.stderr.decode().strip()}")
     daemon.start(prefix=[unshare, "--user", "--map-root-user", "sh", "-c", lower, "sh"])
     status = daemon.status()
-    assert len(status["unwatched"]) == 41 - 20
+    # root + 40 folders, 20 watches: what fits is watched (watchdog 7.1.1 and later watch
+    # the root alone), the rest is rescanned; the whole tree is indexed either way.
+    assert 21 <= len(status["unwatched"]) <= 40
+    assert status["rescanned_folders"] == len(status["unwatched"])
+    assert status["missing_roots"] == []
+    assert daemon.indexed() == {str(daemon.root / "d07" / "early.jpg")}
+    shown = daemon.cli("status").stdout
+    assert f"rescanned {len(status['unwatched'])} folders every" in shown
     output = daemon.output()
     assert "inotify watch limit reached" in output
     assert "sudo sysctl fs.inotify.max_user_watches=" in output
     assert status["unwatched"][0] in output
     unwatched = Path(status["unwatched"][-1])
     photo("rocket.jpg").save(unwatched / "late.jpg", quality=90)
-    daemon.wait_files(1, timeout_s=30)  # found by the periodic rescan
-    assert daemon.indexed() == {str(unwatched / "late.jpg")}
+    daemon.wait_files(2, timeout_s=30)  # found by the periodic rescan
+    assert str(unwatched / "late.jpg") in daemon.indexed()
     assert daemon.stop() == 0
 
 

@@ -152,7 +152,7 @@ def test_hidden_folders_are_not_looked_into(
     assert is_wanted(root + b"/x/y.jpg", root, ["*.part"])
     assert not is_wanted(root + b"/.git/y.jpg", root, [".*"])
     assert not is_wanted(root + b"/y.jpg.crdownload", root, ["*.crdownload"])
-    assert folders_under(root) == [root]
+    assert [path for path, _identity in folders_under(root)] == [root]
 
 
 def test_non_utf8_names_arrive_as_bytes(watching: tuple[Watcher, Recorder], root: bytes) -> None:
@@ -214,27 +214,28 @@ def test_overflow_warning_becomes_a_reconcile(watching: tuple[Watcher, Recorder]
 WATCH_LIMIT_PROBE = textwrap.dedent(
     """
     import os, sys
-    from dupwatch.daemon.watcher import Watcher, limit_warning
+    from dupwatch.daemon.watcher import Watcher, inotify_watched, limit_warning
     root = os.fsencode(sys.argv[1])
     watcher = Watcher(lambda change: None)
     watcher.start()
     unwatched = watcher.watch(root)
-    print(len(unwatched))
+    print(len(unwatched), len(inotify_watched() or ()))
     print(limit_warning(unwatched, 40, 30))
     watcher.stop()
     """
 )
 
 
-def test_folders_past_the_watch_limit_are_named(root: bytes) -> None:
+@pytest.mark.parametrize("limit", [20, 0])
+def test_folders_past_the_watch_limit_are_named(root: bytes, limit: int) -> None:
     """In a user namespace of its own the watch limit can be lowered without touching the
-    machine's: user.max_inotify_watches applies per namespace (kernel 5.11+)."""
+    machine's: user.max_inotify_watches applies per namespace (kernel 5.11+). unshare comes
+    with util-linux, which the README's test command installs: no skipping here."""
     unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed")
+    assert unshare is not None, "unshare (util-linux) is needed to lower the watch limit"
     for i in range(39):
         os.mkdir(root + b"/d%02d" % i)
-    script = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$0" -c "$1" "$2"'
+    script = f'echo {limit} > /proc/sys/user/max_inotify_watches && exec "$0" -c "$1" "$2"'
     result = subprocess.run(
         [unshare, "--user", "--map-root-user", "sh", "-c", script]
         + [sys.executable, WATCH_LIMIT_PROBE, os.fsdecode(root)],
@@ -242,14 +243,17 @@ def test_folders_past_the_watch_limit_are_named(root: bytes) -> None:
         text=True,
         timeout=60,
     )
-    if result.returncode != 0 and "Operation not permitted" in result.stderr:
-        pytest.skip(f"user namespaces are not available here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
-    count, message = result.stdout.splitlines()[:2]
-    assert int(count) == 40 - 20  # root + 39 folders, 20 watches allowed
+    counts, message = result.stdout.splitlines()[:2]
+    unwatched, watched = map(int, counts.split())
+    # root + 39 folders: watchdog up to 7.1.0 fills the watches there are, later ones give
+    # up on the recursive watch and the root alone is watched (with none, nothing is).
+    # Either way a folder is named exactly when the kernel holds no watch on it.
+    assert min(limit, 1) <= watched <= limit
+    assert unwatched == 40 - watched
     assert "fs.inotify.max_user_watches" in message
-    assert "user.max_inotify_watches=20" in message
-    assert "20 folders are not watched" in message
+    assert f"user.max_inotify_watches={limit}" in message
+    assert f"{unwatched} folders are not watched" in message
 
 
 def test_limit_warning_names_folders_and_sysctl() -> None:
