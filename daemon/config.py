@@ -17,9 +17,9 @@ from typing import Any
 
 from dupwatch.daemon.splits import check_splits
 from dupwatch.index.errors import DupwatchError
+from dupwatch.index.fingerprint.transforms import TransformError, parse_transforms
 from dupwatch.index.folders import DEFAULT_IGNORE
-from dupwatch.index.limits import HASH_TIMEOUT_S
-from dupwatch.index.transforms import TransformError, parse_transforms
+from dupwatch.index.hashing.limits import HASH_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 

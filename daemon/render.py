@@ -10,6 +10,8 @@ from typing import IO, Any
 
 from dupwatch.index import FileRecord, Group
 
+FORMATS = ("text", "json", "csv", "imagededup")  # of groups: --format
+
 
 def group_to_json(group: Group) -> dict:
     """{"keep": PATH, "files": [...]}; the keeper comes first in "files", as kind "keep"."""

@@ -1,7 +1,7 @@
-"""Folders as splits (train/val/test): groups across them, pair counts, and leaks at arrival.
+"""Folders as splits (train/val/test): which split a file lies in, and leaks at arrival.
 
-`split_leaks` is pure: the service calls it on each new file's matches and adds what
-it returns to the alert. `select_groups` is what scan/groups/report/dedupe show.
+Pure functions of paths: the service calls `split_leaks` on each new file's matches and adds
+what it returns to the alert; review/across.py picks the groups across splits.
 """
 
 from __future__ import annotations
@@ -9,35 +9,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dupwatch.index import DupwatchError, FileRecord, Group, Index, Match
+from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import absolute, is_under
+
+if TYPE_CHECKING:
+    from dupwatch.index.matches import Match
+    from dupwatch.index.store.records import FileRecord
 
 log = logging.getLogger(__name__)
 
 Splits = Mapping[str, bytes]  # split name -> absolute folder (bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class PairCount:
-    """How two splits share pictures: groups holding files of both, and those files."""
-
-    a: str
-    b: str
-    groups: int
-    files_a: int
-    files_b: int
-
-    def to_json(self) -> dict:
-        return {
-            "pair": [self.a, self.b],
-            "groups": self.groups,
-            "files": {self.a: self.files_a, self.b: self.files_b},
-        }
 
 
 def as_splits(folders: Mapping[str, str | bytes | os.PathLike]) -> dict[str, bytes]:
@@ -86,40 +70,6 @@ def across_filter(splits: Splits) -> Callable[[FileRecord, FileRecord], bool]:
     return crosses
 
 
-def select_groups(
-    index: Index,
-    folders: Sequence[bytes] = (),
-    *,
-    across: Splits | None = None,
-    radius: int | None = None,
-    keep: str = "largest",
-    prefer: Sequence[str | bytes | os.PathLike] = (),
-) -> list[Group]:
-    """The groups a command shows: with `across`, only pairs between different splits
-    (so every group spans two or more of them); else the groups touching `folders`
-    (all groups when none are given)."""
-    if across is not None:
-        if len(across) < 2:
-            raise DupwatchError("--across needs two or more folders (or splits in the config)")
-        return index.groups(radius, keep=keep, prefer=prefer, pair_filter=across_filter(across))
-    groups = index.groups(radius, keep=keep, prefer=prefer)
-    if folders:
-        groups = [g for g in groups if _touches(g, folders)]
-    return groups
-
-
-def pair_counts(groups: Iterable[Group], splits: Splits) -> list[PairCount]:
-    """For every pair of splits, in the order given: the groups holding files of both."""
-    per_group = [_split_sizes(group, splits) for group in groups]
-    counts = []
-    for a, b in combinations(list(splits), 2):
-        shared = [sizes for sizes in per_group if a in sizes and b in sizes]
-        counts.append(
-            PairCount(a, b, len(shared), sum(s[a] for s in shared), sum(s[b] for s in shared))
-        )
-    return counts
-
-
 def split_leaks(
     config_splits: Mapping[str, str | bytes | os.PathLike],
     path: str | bytes | os.PathLike,
@@ -160,20 +110,6 @@ def check_splits(file: Path | str, value: object) -> dict[str, Path]:
             raise DupwatchError(f"{file}: splits.{name} must be a folder name (a string)")
         out[name] = (Path(file).parent / os.path.expanduser(folder)).absolute()
     return out
-
-
-def _split_sizes(group: Group, splits: Splits) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for record in (group.keep, *(m.record for m in group.members)):
-        name = split_of(record.path, splits)
-        if name is not None:
-            sizes[name] = sizes.get(name, 0) + 1
-    return sizes
-
-
-def _touches(group: Group, folders: Sequence[bytes]) -> bool:
-    records = [group.keep, *(m.record for m in group.members)]
-    return any(is_under(r.path, absolute(f)) for r in records for f in folders)
 
 
 def _in_split(path: bytes, name: str, splits: Splits) -> str:

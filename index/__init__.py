@@ -1,61 +1,56 @@
-"""dupwatch.index: fingerprints, the LMDB store and BK-tree, and the Index that ties them.
+"""dupwatch.index: the library. Fingerprints, the LMDB store and its search, and the Index
+that ties them together; usable on its own from Python. No threads, sockets or watching
+here (the service lives in dupwatch.daemon, which this package never imports).
 
-No threads, sockets or watching here; the service lives in dupwatch.daemon.
+Layers, each importing only those before it:
+- `errors.py`: the errors, each naming the file or index and the cause.
+- `fingerprint/`: what a picture is (decoding, hashes, transforms, pixel digests).
+- `hashing/`: running fingerprinting (time and memory limits, a pool of hashing processes).
+- `store/`: where fingerprints live (the LMDB environment, records, migrations, the BK-tree,
+  stored pairs, the consistency check).
+- the Index API, in this folder: `index.py` (the Index: add, remove, move, query, groups),
+  with `matches.py`, `groups.py`, `transformed.py`, `pixel_digests.py`, `folders.py` and
+  `update.py` below it, and `ignore.py` and `compare.py` above it.
+- `cleanup/`: acting on duplicates (quarantine, label files).
+
+Names are exported lazily: `from dupwatch.index.errors import ...` (which the command line
+needs at start) does not load numpy, Pillow and LMDB.
 """
 
-from dupwatch.index.bktree import BKTree, hamming
-from dupwatch.index.errors import (
-    DecompressionBomb,
-    DupwatchError,
-    EmptyFile,
-    FingerprintError,
-    IndexLocked,
-    IndexMismatch,
-    MissingFile,
-    NotAnImage,
-    NotIndexed,
-    StoreError,
-    TooLarge,
-    TruncatedImage,
-    UnreadableFile,
-)
+from dupwatch.index.lazy import exporter
 
-# The function fingerprint() is not re-exported: it would hide the module of the same name.
-from dupwatch.index.fingerprint import Fingerprint, same_pixels
-from dupwatch.index.groups import KEEP_POLICIES, Group, keeper_rank
-from dupwatch.index.index import DEFAULT_RADIUS, AddResult, Index, default_index_path
-from dupwatch.index.pairs import Kind, Match
-from dupwatch.index.store import FileRecord
-from dupwatch.index.update import Plan, UpdateReport
+_EXPORTS = {
+    "BKTree": "store.bktree",
+    "hamming": "store.bktree",
+    "DecompressionBomb": "errors",
+    "DupwatchError": "errors",
+    "EmptyFile": "errors",
+    "FingerprintError": "errors",
+    "IndexLocked": "errors",
+    "IndexMismatch": "errors",
+    "MissingFile": "errors",
+    "NotAnImage": "errors",
+    "NotIndexed": "errors",
+    "StoreError": "errors",
+    "TooLarge": "errors",
+    "TruncatedImage": "errors",
+    "UnreadableFile": "errors",
+    # The function fingerprint() is not exported here: it would hide the package of that name.
+    "Fingerprint": "fingerprint.file",
+    "same_pixels": "fingerprint.pixels",
+    "KEEP_POLICIES": "groups",
+    "Group": "groups",
+    "keeper_rank": "groups",
+    "DEFAULT_RADIUS": "index",
+    "Index": "index",
+    "default_index_path": "store.location",
+    "AddResult": "matches",
+    "Match": "matches",
+    "Kind": "store.pairs",
+    "FileRecord": "store.records",
+    "Plan": "update",
+    "UpdateReport": "update",
+}
 
-__all__ = [
-    "DEFAULT_RADIUS",
-    "KEEP_POLICIES",
-    "AddResult",
-    "BKTree",
-    "DecompressionBomb",
-    "DupwatchError",
-    "EmptyFile",
-    "FileRecord",
-    "Fingerprint",
-    "FingerprintError",
-    "Group",
-    "Index",
-    "IndexLocked",
-    "IndexMismatch",
-    "Kind",
-    "Match",
-    "MissingFile",
-    "NotAnImage",
-    "NotIndexed",
-    "Plan",
-    "StoreError",
-    "TooLarge",
-    "TruncatedImage",
-    "UnreadableFile",
-    "UpdateReport",
-    "default_index_path",
-    "hamming",
-    "keeper_rank",
-    "same_pixels",
-]
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exporter(__name__, _EXPORTS, globals())

@@ -13,24 +13,28 @@ from dataclasses import dataclass, field
 import imagehash
 from PIL import Image
 
-from dupwatch.index.confirm import (
+from dupwatch.index.errors import UnreadableFile
+from dupwatch.index.fingerprint.confirm import (
     CROP_MIN_CORRELATION,
     CROP_MIN_DETAIL,
     TURN_MIN_CORRELATION,
     crop_evidence,
     turn_correlation,
 )
-from dupwatch.index.crops import CROP_RADIUS
-from dupwatch.index.errors import UnreadableFile
-from dupwatch.index.fingerprint import (
+from dupwatch.index.fingerprint.file import (
     Fingerprint,
     comparison_picture,
     fingerprint,
     match_distance,
-    same_pixels,
 )
+from dupwatch.index.fingerprint.pixels import same_pixels
+from dupwatch.index.fingerprint.transforms import (
+    ORIENTATION_NAMES,
+    orientations_for,
+    parse_transforms,
+)
+from dupwatch.index.store.crops import CROP_RADIUS
 from dupwatch.index.transformed import ORIENTATION_RADIUS
-from dupwatch.index.transforms import ORIENTATION_NAMES, orientations_for, parse_transforms
 
 PLAIN_HASHES = {
     "pHash": imagehash.phash,
@@ -160,7 +164,7 @@ def compare(
 
 
 def _kind(a, b, fa: Fingerprint, fb: Fingerprint, result: Comparison, radius: int) -> str | None:
-    """As the index decides it (Index._kind)."""
+    """As the index decides it (Matcher.kind)."""
     if fa.digest == fb.digest:
         return "exact"
     same_size = (fa.width, fa.height) == (fb.width, fb.height)

@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
-from dupwatch.index.fingerprint import is_image_name
+from dupwatch.index.fingerprint.formats import is_image_name
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dupwatch.index.folders import is_under
-from dupwatch.index.pairs import Match, Pair, best_first
-from dupwatch.index.store import FileRecord
+from dupwatch.index.matches import Match, best_first
+from dupwatch.index.store.ignored import pair_key
+from dupwatch.index.store.pairs import Pair
+from dupwatch.index.store.records import FileRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,26 @@ def keeper_rank(record: FileRecord, keep: str = "largest", prefer: Sequence[byte
         "shortest": (len(record.path),),
     }[keep]
     return (preferred, *policy, -record.pixels, -record.size, record.mtime_ns, record.path)
+
+
+def wanted_pairs(
+    records: dict[int, FileRecord],
+    pairs: dict[int, list[Pair]],
+    ignored: set[bytes],
+    pair_filter: Callable[[FileRecord, FileRecord], bool] | None = None,
+) -> dict[int, list[Pair]]:
+    """The pairs left once those marked "not a duplicate" (`ignored` keys, store/ignored.py)
+    and those `pair_filter` rejects are taken out."""
+
+    def wanted(a: FileRecord, b: FileRecord) -> bool:
+        if pair_key(a.digest, b.digest) in ignored:
+            return False
+        return pair_filter is None or pair_filter(a, b)
+
+    return {
+        file_id: [p for p in partners if wanted(records[file_id], records[p.other])]
+        for file_id, partners in pairs.items()
+    }
 
 
 def build_groups(

@@ -21,14 +21,14 @@ import lmdb
 
 from dupwatch.index.errors import DupwatchError, NotIndexed
 from dupwatch.index.folders import absolute
+from dupwatch.index.store.environment import Store
+from dupwatch.index.store.ignored import TABLE, pair_key
+from dupwatch.index.store.records import FileRecord
 
 if TYPE_CHECKING:
     from dupwatch.index.index import Index
-    from dupwatch.index.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
-
-TABLE = b"ignored"
 
 
 class SamePicture(DupwatchError):
@@ -52,25 +52,6 @@ class IgnoredPair:
             "now": [list(paths) for paths in self.current],
             "time": self.time,
         }
-
-
-def pair_key(digest_a: bytes, digest_b: bytes) -> bytes:
-    """The table key of a pair, the same whichever way round it is given.
-
-    >>> pair_key(b"b", b"a") == pair_key(b"a", b"b") == b"ab"
-    True
-    """
-    return min(digest_a, digest_b) + max(digest_a, digest_b)
-
-
-def is_ignored(store: Store, txn: lmdb.Transaction, digest_a: bytes, digest_b: bytes) -> bool:
-    """True when the pictures with these digests were marked as not duplicates."""
-    return txn.get(pair_key(digest_a, digest_b), db=store.dbs[TABLE]) is not None
-
-
-def ignored_keys(store: Store, txn: lmdb.Transaction) -> set[bytes]:
-    """Every ignored pair's key; groups() loads them once instead of a lookup per pair."""
-    return {bytes(key) for key, _ in txn.cursor(db=store.dbs[TABLE])}
 
 
 def ignore(index: Index, paths: Sequence[str | bytes | os.PathLike]) -> list[tuple[str, str]]:

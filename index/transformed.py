@@ -4,8 +4,8 @@ Turned and mirrored copies: the query's orientation hashes (its 32x32 hash input
 back) are looked up in the BK-tree. Turning the 32x32 input is exact up to the copy's own
 re-encoding, so a true copy lands within ORIENTATION_RADIUS; a wider radius would only
 collect pictures of the same texture or composition turned (a brick wall, the edge of a
-fundus photo). Cropped copies: index/crops.py. Every candidate is confirmed on pixels
-(index/confirm.py) before it is reported.
+fundus photo). Cropped copies: store/crops.py. Every candidate is confirmed on pixels
+(fingerprint/confirm.py) before it is reported.
 """
 
 from __future__ import annotations
@@ -13,25 +13,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from dupwatch.index.confirm import TURN_MIN_CORRELATION, crop_evidence, turn_correlation
-from dupwatch.index.crops import CROP_RADIUS
 from dupwatch.index.errors import FingerprintError
-from dupwatch.index.fingerprint import Fingerprint, comparison_picture
-from dupwatch.index.store import FileRecord, u64
-from dupwatch.index.transforms import orientations_for
+from dupwatch.index.fingerprint.confirm import (
+    TURN_MIN_CORRELATION,
+    crop_evidence,
+    turn_correlation,
+)
+from dupwatch.index.fingerprint.file import Fingerprint, comparison_picture
+from dupwatch.index.fingerprint.transforms import orientations_for
+from dupwatch.index.store.bktree import BKTree
+from dupwatch.index.store.crops import CROP_RADIUS, CropTable
+from dupwatch.index.store.environment import Store
+from dupwatch.index.store.records import FileRecord, u64
 
 if TYPE_CHECKING:
     import lmdb
 
-    from dupwatch.index.index import Index
-
 log = logging.getLogger(__name__)
 
 ORIENTATION_RADIUS = 4  # of 64 bits; turned copies in dupbench: 87% at 0, all within 4
+
+
+class Searched(Protocol):
+    """What is searched: the Index's store, tree, transforms and crop table."""
+
+    store: Store
+    tree: BKTree
+    transforms: frozenset[str]
+    crop_table: CropTable | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +76,7 @@ class _Pictures:
 
 
 def transformed_matches(
-    index: Index,
+    index: Searched,
     txn: lmdb.Transaction,
     fp: Fingerprint,
     path: bytes | None,
@@ -97,7 +110,7 @@ def transformed_matches(
 
 
 def _candidate(
-    index: Index, txn: lmdb.Transaction, file_id: int, seen: set[int | None], path: bytes
+    index: Searched, txn: lmdb.Transaction, file_id: int, seen: set[int | None], path: bytes
 ) -> FileRecord | None:
     if file_id in seen:
         return None
@@ -106,7 +119,7 @@ def _candidate(
 
 
 def _orientation_candidates(
-    index: Index, txn: lmdb.Transaction, fp: Fingerprint, radius: int
+    index: Searched, txn: lmdb.Transaction, fp: Fingerprint, radius: int
 ) -> dict[int, tuple[int, str]]:
     """file id -> (distance, orientation) of the closest orientation hash."""
     candidates: dict[int, tuple[int, str]] = {}
@@ -119,7 +132,7 @@ def _orientation_candidates(
 
 
 def _crop_candidates(
-    index: Index, txn: lmdb.Transaction, fp: Fingerprint
+    index: Searched, txn: lmdb.Transaction, fp: Fingerprint
 ) -> dict[int, tuple[int, bool]]:
     """file id -> (distance, the query is a crop of it): the query's crop hashes against the
     indexed hashes (an indexed file is a crop of the query), and the query's hash against

@@ -6,27 +6,35 @@ burst of files costs a few transactions instead of one fsync each.
 
 from __future__ import annotations
 
-import functools
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from dupwatch.index.errors import FingerprintError, MissingFile, UnreadableFile
-from dupwatch.index.fingerprint import Fingerprint, fingerprint, pixel_digest
+from dupwatch.index.errors import FingerprintError
+from dupwatch.index.fingerprint.file import Fingerprint
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
-from dupwatch.index.limits import HASH_TIMEOUT_S, bounded, map_bounded
-
-if TYPE_CHECKING:
-    from dupwatch.index.index import AddResult, Index
+from dupwatch.index.hashing.pool import hash_all
+from dupwatch.index.matches import AddResult
+from dupwatch.index.store.records import Failure, FileRecord
 
 WRITE_BATCH = 256  # files per write transaction
 WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
-POOL_THRESHOLD = 8  # fewer files than this are hashed in-process: a pool costs more to start
 
 Progress = Callable[[int, int], None]  # (files done, files to hash)
+
+
+class Updated(Protocol):
+    """What is brought up to date: the Index's reads and batched writes."""
+
+    def files(self) -> Iterable[FileRecord]: ...
+    def failures(self) -> list[Failure]: ...
+    def remove_many(self, paths: Iterable[bytes]) -> int: ...
+    def put_many(
+        self, items: Iterable[tuple[bytes, Fingerprint, os.stat_result]]
+    ) -> list[AddResult]: ...
+    def record_failures(self, failures: Iterable[tuple[bytes, os.stat_result, str]]) -> None: ...
 
 
 @dataclass
@@ -50,7 +58,9 @@ class UpdateReport:
     results: list[AddResult] = field(default_factory=list)
 
 
-def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFAULT_IGNORE) -> Plan:
+def plan(
+    index: Updated, folders: Iterable[str | bytes | os.PathLike], ignore=DEFAULT_IGNORE
+) -> Plan:
     """Compare the folders with the index by (device, inode, size, mtime) alone."""
     roots = [absolute(folder) for folder in folders]
 
@@ -78,54 +88,8 @@ def plan(index: Index, folders: Iterable[str | bytes | os.PathLike], ignore=DEFA
     return result
 
 
-def hash_file(
-    path: bytes, timeout_s: float | None = HASH_TIMEOUT_S
-) -> tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]:
-    """Fingerprint one file with the stat taken before reading it, within `timeout_s`.
-
-    The stat comes first so that a file changed while it is read looks changed
-    at the next comparison, rather than current with an old hash. A symbolic link
-    is not followed (as in walk()): it could lead anywhere.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return path, MissingFile(path, "deleted before it could be read"), None
-    except OSError as error:
-        return path, UnreadableFile(path, error.strerror or str(error)), None
-    if stat.S_ISLNK(st.st_mode):
-        return path, UnreadableFile(path, "a symbolic link (not followed)"), None
-    try:
-        with bounded(path, timeout_s):
-            return path, fingerprint(path), st
-    except FingerprintError as error:
-        return path, error, st
-
-
-def digest_pixels(path: bytes, timeout_s: float | None = HASH_TIMEOUT_S) -> bytes:
-    """pixel_digest() within `timeout_s` (a hashing process's job); raises FingerprintError."""
-    with bounded(path, timeout_s):
-        return pixel_digest(path)
-
-
-def hash_all(
-    paths: list[bytes], *, workers: int | None = None, timeout_s: float = HASH_TIMEOUT_S
-) -> Iterable[tuple[bytes, Fingerprint | FingerprintError, os.stat_result | None]]:
-    """Fingerprint files, in worker processes when there are enough of them.
-
-    In-process, each file has the time limit (on the main thread) but no memory cap: the
-    cap would count this process's LMDB map. Workers have both (dupwatch.index.limits).
-    """
-    if len(paths) < POOL_THRESHOLD or workers == 1:
-        yield from (hash_file(path, timeout_s) for path in paths)
-        return
-    workers = workers or os.cpu_count() or 1
-    task = functools.partial(hash_file, timeout_s=timeout_s)
-    yield from map_bounded(task, paths, workers=workers, timeout_s=timeout_s)
-
-
 def update(
-    index: Index,
+    index: Updated,
     folders: Iterable[str | bytes | os.PathLike],
     *,
     workers: int | None = None,
@@ -140,7 +104,7 @@ def update(
 
 
 def rehash(
-    index: Index,
+    index: Updated,
     paths: list[bytes],
     report: UpdateReport,
     *,

@@ -19,7 +19,7 @@ from typing import Any
 import skimage.data
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 
 # The command this Python installed (its venv's bin/ need not be on PATH).
 DUPWATCH = (

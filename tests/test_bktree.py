@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dupwatch.index.bktree import BKTree, hamming
+from dupwatch.index.store.bktree import BKTree, hamming
 
 HASH_MAX = 2**64 - 1
 # Small leaves make a few hundred hashes build a tree of several levels, so splits get exercised.

@@ -197,7 +197,7 @@ def test_a_scan_killed_midway_leaves_a_consistent_index(tmp_path: Path) -> None:
 
 
 def test_help_lists_the_commands() -> None:
-    result = subprocess.run([sys.executable, "-m", "dupwatch.daemon.cli", "--help"],
+    result = subprocess.run([sys.executable, "-m", "dupwatch.daemon.cli.main", "--help"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0
     for command in ("scan", "query", "groups", "check"):

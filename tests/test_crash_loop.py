@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from dupwatch.daemon.client import DaemonNotRunning
+from dupwatch.daemon.wire.client import DaemonNotRunning
 from dupwatch.index import Index
 from dupwatch.index.fingerprint import fingerprint
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from dupwatch.index import Fingerprint, Index
-from dupwatch.index.quarantine import QuarantineError, move_file, plan_dedupe
+from dupwatch.index.cleanup.moves import QuarantineError, move_file
+from dupwatch.index.cleanup.quarantine import plan_dedupe
 
 from support import dupwatch, photo
 

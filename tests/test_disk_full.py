@@ -20,8 +20,8 @@ import lmdb
 import pytest
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
-from dupwatch.daemon.diskfull import is_disk_full
+from dupwatch.daemon.service.diskfull import is_disk_full
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import DEFAULT_RADIUS, Index, StoreError
 from dupwatch.index.fingerprint import HASH_PARAMS, fingerprint
 from dupwatch.index.store import Store
@@ -66,7 +66,7 @@ def test_a_tiny_map_fills_grows_and_loses_nothing(
     index = tiny_map_index(tmp_path / "idx")
     try:
         assert index.store.env.info()["map_size"] == TINY_MAP
-        with caplog.at_level(logging.INFO, logger="dupwatch.index.store"):
+        with caplog.at_level(logging.INFO, logger="dupwatch.index.store.environment"):
             # One transaction for all 300: it fills the map, which grows, and it runs again.
             fingerprints = [(p, fingerprint(p), p.stat()) for p in paths]
             results = index.put_many(fingerprints)

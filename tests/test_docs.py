@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dupwatch.daemon.cli import build_parser
+from dupwatch.daemon.cli.main import build_parser
 from dupwatch.daemon.config import SETTINGS, load_config
-from dupwatch.daemon.protocol import OPS, ErrorCode
+from dupwatch.daemon.wire.protocol import OPS, ErrorCode
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

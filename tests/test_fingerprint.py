@@ -23,7 +23,6 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from dupwatch.index import transforms
 from dupwatch.index.errors import (
     DecompressionBomb,
     EmptyFile,
@@ -43,6 +42,7 @@ from dupwatch.index.fingerprint import (
     is_image_name,
     phash_bits,
     same_pixels,
+    transforms,
 )
 
 from support import SKIMAGE_DATA

@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from dupwatch.daemon import protocol
-from dupwatch.daemon.client import Client
-from dupwatch.daemon.ops import Ops
-from dupwatch.daemon.protocol import ErrorCode, ProtocolError
-from dupwatch.daemon.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
-from dupwatch.daemon.writer import Writer
+from dupwatch.daemon.service.ops import Ops
+from dupwatch.daemon.service.server import ACCEPT_BATCH, MAX_CONNECTIONS, Peer, Server
+from dupwatch.daemon.service.writer import Writer
+from dupwatch.daemon.wire import protocol
+from dupwatch.daemon.wire.client import Client
+from dupwatch.daemon.wire.protocol import ErrorCode, ProtocolError
 from dupwatch.index import Index, MissingFile
 
 from support import SKIMAGE_DATA, Daemon, wait_for
@@ -73,7 +73,7 @@ class Service(Daemon):
     def answer_s(self) -> float:
         """Seconds a well-behaved client waits for a status; fails past ANSWER_BOUND_S.
 
-        Well-behaved, as dupwatch.daemon.client is: a full listen queue (EAGAIN) is waited
+        Well-behaved, as dupwatch.daemon.wire.client is: a full listen queue (EAGAIN) is waited
         out, and a connection closed to make room before its request was read is opened again.
         """
         started = time.monotonic()
@@ -152,7 +152,7 @@ def exchange(service: Service, payload: bytes, count: int) -> list[dict[str, Any
 
     During a flood a new connection may be closed to make room before its first byte is
     read (its sender was slow to send, as a thread of this busy process can be); it is told
-    why, and, as dupwatch.daemon.client does, opened again.
+    why, and, as dupwatch.daemon.wire.client does, opened again.
     """
     deadline = time.monotonic() + TIMEOUT_S
     while True:
@@ -681,7 +681,7 @@ def test_a_path_the_asker_cannot_read_reveals_nothing(open_base: Path) -> None:
         assert [m["path"] for m in found["matches"]] == [str(shown / "b.jpg")]
         me = Peer(pid=1, uid=os.getuid(), gid=os.getgid())
         assert len(run(ops.query({"hash": bits}, me))["matches"]) == 3
-        writer.pool.shutdown()
+        writer.hashers.shutdown(wait=True)
 
 
 def run(coro: Any) -> Any:

@@ -4,7 +4,7 @@ time and memory, never a crash or a hang.
 Fuzzed and truncated JPEG/PNG/WebP/GIF/TIFF/BMP bytes (hypothesis), absurd header sizes,
 decompression bombs, zip polyglots, FIFOs, devices, sockets, symlink loops and links out of
 the watched folder, unreadable, vanishing and growing files; then the per-file time limit and
-memory cap of the hashing processes (dupwatch.index.limits), in `dupwatch scan`'s pool, in the
+memory cap of the hashing processes (dupwatch.index.hashing), in `dupwatch scan`'s pool, in the
 service's writer, and in the real service.
 
 DUPWATCH_FUZZ_EXAMPLES raises the number of fuzz examples for a longer local run.
@@ -42,10 +42,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
-from dupwatch.daemon.watcher import Change, ChangeKind
-from dupwatch.daemon.worker import init_worker
-from dupwatch.daemon.writer import Writer
+from dupwatch.daemon.service.watcher import Change, ChangeKind
+from dupwatch.daemon.service.worker import init_worker
+from dupwatch.daemon.service.writer import Writer
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import Index
 from dupwatch.index.errors import (
     DecompressionBomb,
@@ -55,8 +55,9 @@ from dupwatch.index.errors import (
     UnreadableFile,
 )
 from dupwatch.index.fingerprint import DEFAULT_MAX_PIXELS, Fingerprint, fingerprint
-from dupwatch.index.limits import OutOfMemory, TimedOut, bounded, map_bounded
-from dupwatch.index.update import hash_all, hash_file
+from dupwatch.index.hashing.limits import OutOfMemory, TimedOut, bounded
+from dupwatch.index.hashing.pool import hash_all, map_bounded
+from dupwatch.index.hashing.tasks import hash_file
 
 from support import DUPWATCH, SKIMAGE_DATA, descendants, wait_for
 
@@ -440,7 +441,7 @@ def test_unreadable_file_is_named_and_remembered(folder: Path, photo) -> None:
     locked = shutil.copy(photo("chelsea.png"), folder / "locked.jpg")
     os.chmod(locked, 0)
     script = textwrap.dedent(f"""
-        from dupwatch.index.update import hash_file
+        from dupwatch.index.hashing.tasks import hash_file
         path, error, st = hash_file({os.fsencode(locked)!r})
         print(type(error).__name__, error, st is not None)
     """)
@@ -663,7 +664,9 @@ def test_writer_skips_a_file_past_the_time_limit(folder: Path) -> None:
 
 def test_writer_kills_a_hashing_process_stuck_past_the_limit(folder: Path) -> None:
     with running_writer(folder, hash_timeout_s=0.5) as writer:
-        stuck = list(writer.pool._processes)  # the pool's processes, as the service has them
+        stuck = list(
+            writer.hashers.pool._processes
+        )  # the pool's processes, as the service has them
         for pid in stuck:
             os.kill(pid, signal.SIGSTOP)  # hung: they take no signal but SIGKILL
         path = Path(os.fsdecode(small_pngs(folder, 1)[0]))

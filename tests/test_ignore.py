@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import Index
 
 from support import DUPWATCH, dupwatch, photo

@@ -25,10 +25,12 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 from PIL import Image
 
-from dupwatch.daemon import notify, protocol
-from dupwatch.daemon.client import DaemonNotRunning, call
-from dupwatch.daemon.notify import Burst, alert_body, alert_summary, thumbnail
-from dupwatch.daemon.server import Server
+from dupwatch.daemon.desktop import bursts, thumbnails
+from dupwatch.daemon.desktop.bursts import Burst, alert_body, alert_summary
+from dupwatch.daemon.desktop.thumbnails import thumbnail
+from dupwatch.daemon.service.server import Server
+from dupwatch.daemon.wire import protocol
+from dupwatch.daemon.wire.client import DaemonNotRunning, call
 
 from support import DUPWATCH, wait_for
 
@@ -52,7 +54,7 @@ def alert(path: str, *matches: tuple[str, str, int]) -> dict[str, Any]:
 
 
 def test_doctests_pass() -> None:
-    result = doctest.testmod(notify)
+    result = doctest.testmod(bursts)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -95,7 +97,7 @@ def test_thumbnail_is_small_upright_and_cached(photo: Any, tmp_path: Path) -> No
     assert thumb is not None and thumb.parent == cache
     with Image.open(thumb) as img:
         assert img.format == "PNG"
-        assert max(img.size) == notify.THUMB_PIXELS
+        assert max(img.size) == thumbnails.THUMB_PIXELS
         assert img.width > img.height, "EXIF orientation applied: the cat is upright"
     written = thumb.stat().st_mtime_ns
     assert thumbnail(str(source), cache) == thumb
@@ -116,7 +118,7 @@ def test_cache_keeps_the_newest(tmp_path: Path) -> None:
         picture = tmp_path / f"{i}.png"
         picture.write_bytes(b"png")
         os.utime(picture, ns=(i * 10**9, i * 10**9))
-    notify.prune_cache(tmp_path, keep=4)
+    thumbnails.prune_cache(tmp_path, keep=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.png", "3.png", "4.png", "5.png"]
 
 
@@ -437,7 +439,7 @@ def test_a_duplicate_pops_up_with_its_thumbnail(
     thumb = Path(shown.icon.removeprefix("file://"))
     assert thumb.parent == tmp_path / "cache" / "dupwatch" / "thumbs"
     with Image.open(thumb) as img:
-        assert img.format == "PNG" and max(img.size) <= notify.THUMB_PIXELS
+        assert img.format == "PNG" and max(img.size) <= thumbnails.THUMB_PIXELS
 
 
 @needs_desktop
@@ -453,7 +455,7 @@ def test_a_burst_of_300_is_one_summary(
     summaries = {s.id for s in shown if s.summary.endswith("duplicates in batch7/")}
     assert summaries == {final.id}, "one summary, redrawn in place"
     alone = {s.id for s in shown if s.summary.startswith("Duplicate: ")}
-    assert len(alone) <= notify.BURST_AFTER, "at most the first few before the burst showed"
+    assert len(alone) <= bursts.BURST_AFTER, "at most the first few before the burst showed"
     assert len(shown) < 12, [s.summary for s in shown]
 
 

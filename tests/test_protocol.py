@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from dupwatch.daemon import protocol
-from dupwatch.daemon.protocol import ErrorCode, ProtocolError, RemoteError
+from dupwatch.daemon.wire import protocol
+from dupwatch.daemon.wire.protocol import ErrorCode, ProtocolError, RemoteError
 from dupwatch.index.errors import NotAnImage, NotIndexed, StoreError, TruncatedImage
 
 

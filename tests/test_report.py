@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupwatch.daemon.report import PAGE_SIZE, write_report
+from dupwatch.daemon.review.report import PAGE_SIZE, write_report
 from dupwatch.index import FileRecord, Group, Kind, Match
-from dupwatch.index.sidecars import find_sidecars, labels_of
+from dupwatch.index.cleanup.sidecars import find_sidecars, labels_of
 
 from support import dupwatch, photo
 

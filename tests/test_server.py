@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from dupwatch.daemon import protocol
-from dupwatch.daemon.client import Client, DaemonNotRunning
-from dupwatch.daemon.protocol import RemoteError
-from dupwatch.daemon.server import Peer, Server, ServerError
+from dupwatch.daemon.service.server import Peer, Server, ServerError
+from dupwatch.daemon.wire import protocol
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
+from dupwatch.daemon.wire.protocol import RemoteError
 from dupwatch.index.errors import DupwatchError, NotAnImage
 
 NOBODY = 65534

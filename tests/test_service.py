@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from dupwatch.daemon import protocol
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.cli.remote import query_via_service
 from dupwatch.daemon.config import ConfigError, load_config, runtime_dir
-from dupwatch.daemon.ops import readable_by
-from dupwatch.daemon.remote import query_via_service
-from dupwatch.daemon.server import Peer
+from dupwatch.daemon.service.ops import readable_by
+from dupwatch.daemon.service.server import Peer
+from dupwatch.daemon.wire import protocol
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import Index, MissingFile
 
 import support

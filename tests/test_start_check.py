@@ -16,9 +16,8 @@ import lmdb
 import pytest
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import Index
-from dupwatch.index.check import quick_check
 from dupwatch.index.store import TABLES, path_key, u64
 
 from support import DUPWATCH, SKIMAGE_DATA
@@ -89,14 +88,14 @@ def test_cheap_check_finds_the_damage_and_repair_mends_it(
 ) -> None:
     _, index = indexed
     with Index.open(index) as ix:
-        assert quick_check(ix) == []
+        assert ix.quick_check() == []
     change, word = DAMAGES[name]
     damage(index, change)
     with Index.open(index) as ix:
-        problems = quick_check(ix)
+        problems = ix.quick_check()
         assert any(word in p for p in problems), problems
         ix.repair()
-        assert quick_check(ix) == [] and ix.check() == []
+        assert ix.quick_check() == [] and ix.check() == []
 
 
 def test_cheap_check_sees_the_tree_out_of_step(indexed: tuple[Path, Path]) -> None:
@@ -104,10 +103,10 @@ def test_cheap_check_sees_the_tree_out_of_step(indexed: tuple[Path, Path]) -> No
     with Index.open(index) as ix:  # three distinct hashes: each photo and its small copy agree
         bits = ix.get(pics / "coffee.jpg").bits
         ix.tree.remove(bits)
-        assert any("tree: holds 2 hashes, by_hash 3" in p for p in quick_check(ix))
+        assert any("tree: holds 2 hashes, by_hash 3" in p for p in ix.quick_check())
         ix.tree.add(bits)
         ix.tree.add(0x0123456789ABCDEF)  # a hash no file has
-        assert any("tree: holds 4 hashes, by_hash 3" in p for p in quick_check(ix))
+        assert any("tree: holds 4 hashes, by_hash 3" in p for p in ix.quick_check())
 
 
 class Service:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from dupwatch.daemon import systemd
-from dupwatch.daemon.client import call
-from dupwatch.daemon.systemd import ActivationError, Watchdog
+from dupwatch.daemon.service import systemd
+from dupwatch.daemon.service.systemd import ActivationError, Watchdog
+from dupwatch.daemon.wire.client import call
 
 from support import DUPWATCH
 
@@ -123,7 +123,7 @@ def test_listen_fds_rejects_a_descriptor_that_is_not_a_socket() -> None:
     script = textwrap.dedent(
         """
         import os
-        from dupwatch.daemon.systemd import ActivationError, listen_fds
+        from dupwatch.daemon.service.systemd import ActivationError, listen_fds
         read_end, write_end = os.pipe()
         os.dup2(read_end, 3)
         os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
@@ -144,7 +144,7 @@ def test_listen_fds_rejects_a_descriptor_that_is_not_a_socket() -> None:
 ACTIVATED_CHILD = textwrap.dedent(
     """
     import json, os
-    from dupwatch.daemon.systemd import listen_fds_with_names
+    from dupwatch.daemon.service.systemd import listen_fds_with_names
     sockets = listen_fds_with_names()
     name, listener = sockets[0]
     connection, _ = listener.accept()

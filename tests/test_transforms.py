@@ -13,12 +13,12 @@ from PIL import Image
 from dupwatch.daemon.config import ConfigError, load_config
 from dupwatch.index import Index
 from dupwatch.index.compare import compare
-from dupwatch.index.confirm import crop_evidence, turn_correlation
 from dupwatch.index.fingerprint import comparison_picture
-from dupwatch.index.transforms import (
+from dupwatch.index.fingerprint.confirm import crop_evidence, turn_correlation
+from dupwatch.index.fingerprint.geometry import border_box
+from dupwatch.index.fingerprint.transforms import (
     ORIENTATION_NAMES,
     TransformError,
-    border_box,
     orientations_for,
     parse_transforms,
 )

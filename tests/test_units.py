@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from dupwatch.daemon import units
-from dupwatch.daemon.client import Client, call
-from dupwatch.daemon.units import UNITS, UnitConflict
+from dupwatch.daemon.cli import units
+from dupwatch.daemon.cli.units import UNITS, UnitConflict
+from dupwatch.daemon.wire.client import Client, call
 from dupwatch.index.errors import DupwatchError
 
 from support import DUPWATCH

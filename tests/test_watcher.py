@@ -17,7 +17,7 @@ import pytest
 import watchdog.observers.inotify_c
 from PIL import Image
 
-from dupwatch.daemon.watcher import (
+from dupwatch.daemon.service.watcher import (
     OVERFLOW_LOGGER,
     OVERFLOW_MESSAGE,
     Change,
@@ -214,7 +214,7 @@ def test_overflow_warning_becomes_a_reconcile(watching: tuple[Watcher, Recorder]
 WATCH_LIMIT_PROBE = textwrap.dedent(
     """
     import os, sys
-    from dupwatch.daemon.watcher import Watcher, inotify_watched, limit_warning
+    from dupwatch.daemon.service.watcher import Watcher, inotify_watched, limit_warning
     root = os.fsencode(sys.argv[1])
     watcher = Watcher(lambda change: None)
     watcher.start()

@@ -28,11 +28,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_hashing import DEFAULT_NOISE_SIGMA, make_files  # noqa: E402
 
-from dupwatch.index import transforms  # noqa: E402
 from dupwatch.index.fingerprint import (  # noqa: E402
     DRAFT_SIZE,
     HASH_INPUT_SIZE,
     fingerprint,
+    geometry,  # noqa: E402
     phash_bits,
 )
 
@@ -57,14 +57,14 @@ def phash_only(path: Path) -> None:
 
 def trimmed(path: Path, turns: bool = False) -> None:
     gray = drafted_gray(path)
-    factor = transforms.thumbnail_factor(gray.size)
+    factor = geometry.thumbnail_factor(gray.size)
     thumb = gray.reduce(factor) if factor > 1 else gray
-    left, top, right, bottom = transforms.border_box(np.asarray(thumb))
+    left, top, right, bottom = geometry.border_box(np.asarray(thumb))
     box = (left * factor, top * factor, min(right * factor, gray.width),
            min(bottom * factor, gray.height))  # fmt: skip
     pixels = np.asarray(gray.resize((HASH_INPUT_SIZE,) * 2, Image.Resampling.LANCZOS, box=box))
     if turns:
-        for undo in transforms.ORIENTATIONS.values():
+        for undo in geometry.ORIENTATIONS.values():
             phash_bits(undo(pixels))
     else:
         phash_bits(pixels)

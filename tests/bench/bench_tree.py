@@ -115,7 +115,7 @@ def memory_kb() -> dict[str, int]:
 
 def worker(folder: str, queries_path: str, checked: int) -> None:
     """Open an existing tree, time the open and the queries, print JSON on stdout."""
-    from dupwatch.index.bktree import BKTree
+    from dupwatch.index.store.bktree import BKTree
 
     queries = np.load(queries_path).tolist()
     before = memory_kb()
@@ -162,7 +162,7 @@ class DataSetFigures:
 
 
 def build_tree(folder: Path, stored: np.ndarray) -> float:
-    from dupwatch.index.bktree import BKTree
+    from dupwatch.index.store.bktree import BKTree
 
     items = stored.tolist()
     start = time.perf_counter()
@@ -176,7 +176,7 @@ def build_tree(folder: Path, stored: np.ndarray) -> float:
 
 def time_single_writes(folder: Path, fresh: list[int]) -> tuple[float, float]:
     """Hashes a second with one transaction per add, then per remove (each commit is synced)."""
-    from dupwatch.index.bktree import BKTree
+    from dupwatch.index.store.bktree import BKTree
 
     tree = BKTree.open(folder)
     start = time.perf_counter()

@@ -33,7 +33,7 @@ import skimage.data
 import skimage.io
 from PIL import Image
 
-from dupwatch.daemon.client import Client, DaemonNotRunning
+from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index import Index
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent

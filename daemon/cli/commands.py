@@ -1,0 +1,217 @@
+"""The commands that work on the index itself: scan, query, groups, report, dedupe, undo,
+ignore, compare, check and reindex (parse in main.py, call the library, print)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dupwatch.daemon.cli.remote import query_via_service
+from dupwatch.daemon.cli.settings import (
+    EXIT_ERROR,
+    EXIT_FOUND,
+    EXIT_NONE,
+    existing_index,
+    index_if_any,
+    index_path,
+    open_index,
+    output_format,
+    print_failures,
+    settings,
+)
+from dupwatch.daemon.render import ProgressBar, dumps, printable, show_query
+from dupwatch.daemon.review.across import PairCount, pair_counts, select_groups
+from dupwatch.daemon.review.exports import (
+    emit_groups,
+    show_dedupe,
+    show_ignored,
+    show_newly_ignored,
+    show_undo,
+    show_unignored,
+)
+from dupwatch.daemon.review.report import open_in_browser, report_summary_line, write_report
+from dupwatch.daemon.splits import across_splits
+from dupwatch.index.cleanup.quarantine import dedupe as dedupe_groups
+from dupwatch.index.cleanup.quarantine import plan_dedupe
+from dupwatch.index.cleanup.quarantine import undo as undo_moves
+from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS
+from dupwatch.index.compare import compare as compare_images
+from dupwatch.index.errors import DupwatchError, FingerprintError, StoreError
+from dupwatch.index.folders import absolute
+from dupwatch.index.groups import Group
+from dupwatch.index.hashing.limits import bounded
+from dupwatch.index.ignore import group_paths, unignore
+from dupwatch.index.ignore import ignore as ignore_pairs
+from dupwatch.index.ignore import listed as ignored_pairs
+from dupwatch.index.index import Index
+from dupwatch.index.matches import DEFAULT_RADIUS
+
+
+def chosen_groups(
+    index: Index, args: argparse.Namespace, folders: list[bytes]
+) -> tuple[list[Group], list[PairCount]]:
+    """The groups --across/--keep/--prefer/--radius and the folders select, with the
+    across-folders pair counts (empty without --across)."""
+    config_splits = args.config_values.splits
+    splits = across_splits(args.across, folders, config_splits)
+    groups = select_groups(
+        index, folders, across=splits, radius=args.radius, keep=args.keep, prefer=args.prefer
+    )
+    return groups, pair_counts(groups, splits) if splits else []
+
+
+def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
+    configured = args.config_values.sidecars
+    return tuple(args.sidecar or configured or DEFAULT_SIDECARS)
+
+
+def scan(args: argparse.Namespace) -> int:
+    folders = [absolute(folder) for folder in args.folders]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise DupwatchError(f"{printable(folder)}: not a folder")
+    with open_index(args) as index:
+        bar = ProgressBar("hashing")
+        report = index.update(folders, workers=args.workers, progress=bar)
+        bar.finish()
+        groups, pairs = chosen_groups(index, args, folders)
+    summary = {
+        "seen": report.seen,
+        "hashed": report.hashed,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "failed": [{"path": e.path, "error": e.reason} for e in report.failed],
+        "groups": len(groups),
+    }
+    emit_groups(groups, output_format(args), pairs=pairs, extra={"summary": summary})
+    print_failures(report.failed)
+    print(
+        f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
+        f"{report.removed} gone, {len(report.failed)} unreadable; {len(groups)} duplicate groups",
+        file=sys.stderr,
+    )
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def query(args: argparse.Namespace) -> int:
+    config = settings(args)
+    served = query_via_service(
+        config.socket_path,
+        args.images,
+        radius=args.radius,
+        as_json=args.json,
+        index_path=index_path(args),
+    )
+    if served is not None:
+        return served
+    found = False
+    failed = False
+    with existing_index(args) as index:
+        for image in args.images:
+            try:
+                with bounded(image, config.hash_timeout_s):  # as in the hashing processes
+                    matches = index.query(image, args.radius)
+            except FingerprintError as error:
+                print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
+                failed = True
+                continue
+            shown = [m.to_json() for m in matches]
+            found = show_query(image, shown, as_json=args.json) or found
+    if failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if found else EXIT_NONE
+
+
+def compare(args: argparse.Namespace) -> int:
+    config = settings(args)
+    radius = DEFAULT_RADIUS if config.radius is None else config.radius
+    result = compare_images(*args.images, radius=radius, transforms=config.transforms)
+    print(dumps(result.to_json()) if args.json else "\n".join(result.lines()))
+    return EXIT_FOUND if result.matches else EXIT_NONE
+
+
+def groups(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
+    emit_groups(groups, output_format(args), pairs=pairs)
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def report(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
+    summary = write_report(groups, args.out, pairs=pairs, sidecars=sidecar_patterns(args))
+    print(summary.out)
+    print(report_summary_line(summary), file=sys.stderr)
+    if args.open and not open_in_browser(summary.out):
+        print(f"dupwatch: no web browser found; open {summary.out} yourself", file=sys.stderr)
+    return EXIT_FOUND if groups else EXIT_NONE
+
+
+def dedupe(args: argparse.Namespace) -> int:
+    folders = [absolute(f) for f in args.folders]
+    with existing_index(args) as index:
+        groups, _ = chosen_groups(index, args, folders)
+        roots = [*index.roots(), *folders]
+        plan = plan_dedupe(groups, args.to, roots=roots, sidecars=sidecar_patterns(args))
+        result = None if args.dry_run else dedupe_groups(index, plan)
+    show_dedupe(plan, result, as_json=args.json)
+    if result is not None and result.failed:
+        return EXIT_ERROR
+    return EXIT_FOUND if plan.moves else EXIT_NONE
+
+
+def undo(args: argparse.Namespace) -> int:
+    index = index_if_any(args)
+    try:
+        result = undo_moves(args.manifest, index)
+    finally:
+        if index is not None:
+            index.close()
+    show_undo(result, as_json=args.json)
+    return EXIT_ERROR if result.refused else EXIT_FOUND
+
+
+def ignore(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        if args.list:
+            return show_ignored(ignored_pairs(index), as_json=args.json)
+        if args.remove:
+            return show_unignored(unignore(index, args.images), as_json=args.json)
+        images = group_paths(index, args.group) if args.group else args.images
+        return show_newly_ignored(ignore_pairs(index, images), as_json=args.json)
+
+
+def check(args: argparse.Namespace) -> int:
+    with existing_index(args) as index:
+        problems = index.check()
+        if problems and args.repair:
+            index.repair()
+            for problem in problems:
+                print(f"repaired: {problem}", file=sys.stderr)
+            problems = index.check()
+        files = len(index)
+    if args.json:
+        print(dumps({"ok": not problems, "files": files, "problems": problems}))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{index_path(args)}: {files} files, {len(problems)} problems", file=sys.stderr)
+    return 0 if not problems else 1
+
+
+def reindex(args: argparse.Namespace) -> int:
+    path = index_path(args)
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
+    with Index.open(path, radius=settings(args).radius, check_params=False) as index:
+        bar = ProgressBar("hashing")
+        report = index.reindex(workers=args.workers, progress=bar)
+        bar.finish()
+    print_failures(report.failed)
+    print(
+        f"dupwatch: {report.hashed} images hashed again, {len(report.failed)} unreadable",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,231 @@
+"""The `dupwatch` command line: the argument parser, and which module runs each command.
+
+Exit status, like grep: 0 when duplicates were found, 1 when none were, 2 on an
+error (a message on stderr that names the file and the cause).
+
+Loads no numpy, Pillow or LMDB by itself: a command's module is imported once the command is
+known (HANDLERS), so `--help` and the commands that only talk to the service start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+from dupwatch.daemon.cli.settings import EXIT_ERROR
+from dupwatch.daemon.config import load_config
+from dupwatch.daemon.render import FORMATS
+from dupwatch.index.errors import DupwatchError
+from dupwatch.index.groups import KEEP_POLICIES
+
+log = logging.getLogger("dupwatch")
+
+# command -> "module:function" (in dupwatch.daemon) that runs it with the parsed arguments.
+HANDLERS = {
+    "scan": "cli.commands:scan",
+    "query": "cli.commands:query",
+    "groups": "cli.commands:groups",
+    "report": "cli.commands:report",
+    "dedupe": "cli.commands:dedupe",
+    "undo": "cli.commands:undo",
+    "ignore": "cli.commands:ignore",
+    "compare": "cli.commands:compare",
+    "check": "cli.commands:check",
+    "reindex": "cli.commands:reindex",
+    "daemon": "cli.remote:daemon",
+    "alerts": "cli.remote:alerts",
+    "status": "cli.remote:status",
+    "watch": "cli.remote:watch",
+    "unwatch": "cli.remote:watch",
+    "notify": "cli.remote:notify",
+    "service": "cli.units:service_command",
+}
+
+
+def handler(name: str) -> Callable[[argparse.Namespace], int]:
+    module, function = name.split(":")
+    return getattr(import_module(f"dupwatch.daemon.{module}"), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="dupwatch: %(message)s")
+    try:
+        args.config_values = load_config(args.config)
+        return handler(args.handler)(args)
+    except DupwatchError as error:
+        print(f"dupwatch: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`dupwatch groups | head`): not worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def common_options(default: object) -> argparse.ArgumentParser:
+    """--index, --socket and --config, accepted before and after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--index", metavar="PATH", default=default, help="index folder (env DUPWATCH_INDEX)"
+    )
+    common.add_argument(
+        "--socket", metavar="PATH", default=default, help="service socket (env DUPWATCH_SOCKET)"
+    )
+    common.add_argument("--config", metavar="FILE", default=default, help="config file (TOML)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # After the command name the options must not reset what was given before it.
+    common = common_options(argparse.SUPPRESS)
+    matching = argparse.ArgumentParser(add_help=False)
+    matching.add_argument(
+        "--radius", type=int, metavar="N", help="largest Hamming distance (of 64 bits) to match"
+    )
+    matching.add_argument(
+        "--transforms",
+        metavar="LIST",
+        help="also match copies turned, mirrored or cropped: any of rotate,flip,crop",
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON")
+    grouping = grouping_options()
+    exports = argparse.ArgumentParser(add_help=False)
+    exports.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+    exports.add_argument("--format", choices=FORMATS, help="text, json, csv or imagededup")
+
+    parser = argparse.ArgumentParser(
+        prog="dupwatch",
+        description="Catch duplicate and near-duplicate images the moment they land.",
+        parents=[common_options(None)],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, *parents: argparse.ArgumentParser):
+        sub = commands.add_parser(name, help=help, description=help, parents=[common, *parents])
+        sub.set_defaults(handler=HANDLERS[name])
+        return sub
+
+    scan = command(
+        "scan",
+        "index folders (incrementally) and print duplicate groups",
+        matching,
+        output,
+        grouping,
+        exports,
+    )
+    scan.add_argument("folders", nargs="+", metavar="DIR")
+    scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
+
+    query = command("query", "what in the index duplicates these images", matching, output)
+    query.add_argument("images", nargs="+", metavar="IMG")
+
+    groups = command(
+        "groups",
+        "every duplicate group in the index, with the copy to keep",
+        matching,
+        output,
+        grouping,
+        exports,
+    )
+    groups.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    add_review_commands(command, matching, output, grouping)
+    compare = command(
+        "compare", "how two images compare under each hash; calibrate --radius",
+        matching, output,
+    )  # fmt: skip
+    compare.add_argument("images", nargs=2, metavar="IMG")
+    check = command("check", "verify the index's consistency", output)
+    check.add_argument(
+        "--repair", action="store_true", help="rebuild the derived tables from the file records"
+    )
+    reindex = command("reindex", "hash every indexed file again (new hash version)")
+    reindex.add_argument("--workers", type=int, metavar="N", help="hashing processes")
+    daemon = command("daemon", "run the service in the foreground", matching)
+    daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
+    command("alerts", "follow the live alert stream of the service", output)
+    command("status", "the service: folders, files indexed, queue, last alerts", output)
+    for name, verb in (("watch", "add"), ("unwatch", "remove")):
+        change = command(name, f"{verb} a watched folder (remembered)", output)
+        change.add_argument("folder", metavar="DIR")
+    command("notify", "show each duplicate as a desktop notification")
+    service = command("service", "install or remove the systemd user units")
+    service.add_argument("action", choices=("install", "uninstall"))
+    service.add_argument(
+        "--force", action="store_true", help="replace unit files dupwatch did not write"
+    )
+    return parser
+
+
+def grouping_options() -> argparse.ArgumentParser:
+    """--across, --keep and --prefer: which groups, and which copy each one keeps."""
+    grouping = argparse.ArgumentParser(add_help=False)
+    grouping.add_argument(
+        "--across",
+        action="store_true",
+        help="only duplicates between different DIRs (or the config's splits): leakage",
+    )
+    grouping.add_argument(
+        "--keep", choices=KEEP_POLICIES, default="largest", help="which copy to keep"
+    )
+    grouping.add_argument(
+        "--prefer", action="append", default=[], metavar="DIR", help="keep the copy in DIR"
+    )
+    return grouping
+
+
+def add_review_commands(
+    command: Callable[..., argparse.ArgumentParser],
+    matching: argparse.ArgumentParser,
+    output: argparse.ArgumentParser,
+    grouping: argparse.ArgumentParser,
+) -> None:
+    """report, dedupe, undo and ignore."""
+    sidecar = argparse.ArgumentParser(add_help=False)
+    sidecar.add_argument(
+        "--sidecar",
+        action="append",
+        metavar="PATTERN",
+        help="label file of an image, e.g. '{stem}.txt' (repeatable; default: "
+        ".txt, .xml, .json beside it and the YOLO labels/ folder)",
+    )
+    report = command(
+        "report",
+        "write one HTML page showing every duplicate group",
+        matching,
+        grouping,
+        sidecar,
+    )
+    report.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    report.add_argument("--out", metavar="FILE", default="dupwatch-report.html")
+    report.add_argument("--open", action="store_true", help="open it in the web browser")
+    dedupe = command(
+        "dedupe",
+        "move every copy but the keeper to a quarantine folder",
+        matching,
+        output,
+        grouping,
+        sidecar,
+    )
+    dedupe.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    dedupe.add_argument("--to", required=True, metavar="QUARANTINE", help="where copies go")
+    dedupe.add_argument("--dry-run", action="store_true", help="print the moves, move nothing")
+    undo = command("undo", "put back what a dedupe moved", output)
+    undo.add_argument("manifest", metavar="MANIFEST")
+    ignore = command("ignore", "remember that images are not duplicates", output)
+    ignore.add_argument("images", nargs="*", metavar="IMG")
+    ignore.add_argument("--group", metavar="IMG", help="every image of the group holding IMG")
+    ignore.add_argument("--list", action="store_true", help="list the ignored pairs")
+    ignore.add_argument("--remove", action="store_true", help="forget the pairs among IMG...")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

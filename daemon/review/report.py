@@ -1,0 +1,333 @@
+"""`dupwatch report`: one self-contained HTML file showing every duplicate group side by side.
+
+Thumbnails are small JPEG data URIs; the page loads nothing from anywhere (a Content
+Security Policy forbids it) and pages its groups with a few lines of plain script, so
+5,000 groups stay usable: only one page of groups is in the document at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import tempfile
+import webbrowser
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from dupwatch.daemon.render import human_size
+from dupwatch.daemon.review.across import PairCount
+from dupwatch.index import FileRecord, Group
+from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars, labels_of
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 128  # pixels; ~3-5 KB a JPEG thumbnail, so 5,000 groups stay tens of MB
+THUMB_QUALITY = 70
+PAGE_SIZE = 40  # groups in the document at once
+_POOL_THRESHOLD = 24  # fewer thumbnails than this are made in-process
+_THUMB_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    groups: int
+    files: int
+    duplicates: int
+    freed_bytes: int
+    label_conflicts: int
+    out: Path
+
+
+def thumbnail(path: bytes) -> str:
+    """A small upright JPEG of the image as a data URI; "" when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))
+            small = ImageOps.exif_transpose(img)
+            small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+            buffer = io.BytesIO()
+            small.convert("RGB").save(buffer, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    except _THUMB_ERRORS as error:
+        log.warning("%s: no thumbnail: %s", os.fsdecode(path), error)
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnails(paths: Sequence[bytes], workers: int | None = None) -> list[str]:
+    """Thumbnails of many images, decoded in worker processes when there are many."""
+    if len(paths) < _POOL_THRESHOLD or workers == 1:
+        return [thumbnail(p) for p in paths]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(thumbnail, paths, chunksize=16))
+
+
+def write_report(
+    groups: Sequence[Group],
+    out: str | os.PathLike,
+    *,
+    pairs: Sequence[PairCount] = (),
+    sidecars: Sequence[str] = DEFAULT_SIDECARS,
+    workers: int | None = None,
+    title: str = "dupwatch: duplicate images",
+) -> ReportSummary:
+    """Write the report to `out` (whole or not at all: a temporary file renamed into place)."""
+    records = [r for g in groups for r in (g.keep, *(m.record for m in g.members))]
+    paths = list(dict.fromkeys(r.path for r in records))
+    thumbs = dict(zip(paths, thumbnails(paths, workers), strict=True))
+    data = [_group_json(n, g, thumbs, sidecars) for n, g in enumerate(groups, 1)]
+    summary = _summary(groups, data, Path(out).absolute())
+    page = render_page(data, summary, pairs, title)
+    target = Path(out).absolute()
+    fd, partial = tempfile.mkstemp(prefix=".dupwatch-report-", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(page)
+    os.chmod(partial, 0o644)
+    os.replace(partial, target)
+    return summary
+
+
+def open_in_browser(path: str | os.PathLike) -> bool:
+    """Open the report in the default browser; False when none could be started."""
+    return webbrowser.open(Path(path).absolute().as_uri())
+
+
+def _group_json(
+    number: int, group: Group, thumbs: dict[bytes, str], sidecars: Sequence[str]
+) -> dict:
+    files = [_file_json(group.keep, "keep", 0, thumbs, sidecars)]
+    files += [
+        _file_json(m.record, str(m.kind), m.distance, thumbs, sidecars, m.transform)
+        for m in group.members
+    ]
+    return {
+        "n": number,
+        "files": files,
+        "freed": sum(m.record.size for m in group.members),
+        "conflict": _label_conflict(files),
+    }
+
+
+def _file_json(
+    record: FileRecord,
+    kind: str,
+    distance: int,
+    thumbs: dict[bytes, str],
+    sidecars: Sequence[str],
+    transform: str | None = None,
+) -> dict:
+    labels = labels_of(find_sidecars(record.path, sidecars))
+    return {
+        "path": record.path.decode("utf-8", "backslashreplace"),
+        "kind": kind,
+        "distance": distance,
+        "transform": transform or "",
+        "size": f"{record.width}\u00d7{record.height}",
+        "bytes": human_size(record.size),
+        "thumb": thumbs.get(record.path, ""),
+        "labels": None if labels is None else _label_text(labels),
+    }
+
+
+def _label_text(labels: Counter[str]) -> str:
+    if not labels:
+        return "no objects"
+    return ", ".join(f"{name} \u00d7{count}" for name, count in sorted(labels.items()))
+
+
+def _label_conflict(files: list[dict]) -> str:
+    """A note when labelled copies of one picture carry different labels, else ""."""
+    labelled = [f for f in files if f["labels"] is not None]
+    if len({f["labels"] for f in labelled}) < 2:
+        return ""
+    parts = [f"{os.path.basename(f['path'])}: {f['labels']}" for f in labelled]
+    return "labels differ: " + "; ".join(parts)
+
+
+def _summary(groups: Sequence[Group], data: list[dict], out: Path) -> ReportSummary:
+    duplicates = sum(len(g.members) for g in groups)
+    return ReportSummary(
+        groups=len(groups),
+        files=len(groups) + duplicates,
+        duplicates=duplicates,
+        freed_bytes=sum(d["freed"] for d in data),
+        label_conflicts=sum(1 for d in data if d["conflict"]),
+        out=out,
+    )
+
+
+def render_page(
+    data: list[dict], summary: ReportSummary, pairs: Sequence[PairCount], title: str
+) -> str:
+    # "<" escaped inside the JSON, so no file name can close the script element.
+    payload = json.dumps(data, ensure_ascii=True).replace("<", "\\u003c")
+    head = (
+        f"{summary.groups} groups &middot; {summary.files} files &middot; "
+        f"{summary.duplicates} copies to move &middot; "
+        f"dedupe would free {html.escape(human_size(summary.freed_bytes))}"
+    )
+    if summary.label_conflicts:
+        head += f" &middot; {_count(summary.label_conflicts, 'group')} whose labels differ"
+    return _PAGE.format(
+        title=html.escape(title),
+        summary=head,
+        pairs=_pairs_table(pairs),
+        page_size=PAGE_SIZE,
+        payload=payload,
+        style=_STYLE,
+        script=_SCRIPT,
+    )
+
+
+def _pairs_table(pairs: Sequence[PairCount]) -> str:
+    if not pairs:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(p.a)} &ndash; {html.escape(p.b)}</td><td>{p.groups}</td>"
+        f"<td>{p.files_a} + {p.files_b}</td></tr>"
+        for p in pairs
+    )
+    return (
+        '<table class="pairs"><caption>Pictures shared across folders</caption>'
+        "<tr><th>folders</th><th>groups</th><th>files</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
+header{background:#fff;padding:12px 20px;border-bottom:1px solid #ccc}
+h1{font-size:20px;margin:0 0 4px}
+.summary{margin:0 0 8px}
+nav button{font:inherit;padding:2px 10px}
+nav input[type=number]{width:5em;font:inherit}
+.pairs{border-collapse:collapse;margin:6px 0}
+.pairs td,.pairs th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+main{padding:12px 20px}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 14px;padding:10px}
+section h2{font-size:15px;margin:0 0 8px}
+.conflict{background:#fff3cd;border:1px solid #e0c060;padding:4px 8px;margin:0 0 8px}
+.files{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:180px;border:2px solid #ddd;border-radius:4px;padding:6px}
+figure.keep{border-color:#2a8a3a;background:#eef8ee}
+figure img{display:block;max-width:128px;max-height:128px;margin:0 auto 4px}
+.nothumb{height:64px;display:flex;align-items:center;justify-content:center;color:#888}
+.badge{font-weight:600}
+.keep .badge{color:#2a8a3a}
+.path{word-break:break-all;font-size:12px}
+.meta,.labels{font-size:12px;color:#555}
+"""
+
+_SCRIPT = """
+"use strict";
+const groups = JSON.parse(document.getElementById("data").textContent);
+const pageSize = Number(document.body.dataset.pageSize);
+const main = document.getElementById("groups");
+const pageInput = document.getElementById("page");
+const onlyConflicts = document.getElementById("conflicts");
+let page = 1;
+
+function shown() {
+  return onlyConflicts.checked ? groups.filter(g => g.conflict) : groups;
+}
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function figure(file) {
+  const fig = el("figure", file.kind === "keep" ? "keep" : "");
+  if (file.thumb) {
+    const img = el("img");
+    img.src = file.thumb;
+    img.alt = file.path;
+    img.decoding = "async";
+    fig.append(img);
+  } else {
+    fig.append(el("div", "nothumb", "no preview"));
+  }
+  const badge = file.kind === "keep" ? "KEEP"
+    : file.kind + ", distance " + file.distance + (file.transform ? ", " + file.transform : "");
+  fig.append(el("div", "badge", badge), el("div", "path", file.path),
+             el("div", "meta", file.size + " \\u00b7 " + file.bytes));
+  if (file.labels !== null) fig.append(el("div", "labels", "labels: " + file.labels));
+  return fig;
+}
+function section(group) {
+  const sec = el("section");
+  sec.id = "group-" + group.n;
+  sec.append(el("h2", "", "Group " + group.n + " \\u00b7 " + group.files.length + " files"));
+  if (group.conflict) sec.append(el("div", "conflict", group.conflict));
+  const files = el("div", "files");
+  group.files.forEach(f => files.append(figure(f)));
+  sec.append(files);
+  return sec;
+}
+function render() {
+  const list = shown();
+  const pages = Math.max(1, Math.ceil(list.length / pageSize));
+  page = Math.min(Math.max(1, page), pages);
+  pageInput.value = page;
+  pageInput.max = pages;
+  document.getElementById("pages").textContent = "of " + pages;
+  main.replaceChildren(...list.slice((page - 1) * pageSize, page * pageSize).map(section));
+  window.scrollTo(0, 0);
+}
+document.getElementById("prev").onclick = () => { page -= 1; render(); };
+document.getElementById("next").onclick = () => { page += 1; render(); };
+pageInput.onchange = () => { page = Number(pageInput.value) || 1; render(); };
+onlyConflicts.onchange = () => { page = 1; render(); };
+render();
+"""
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; \
+style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body data-page-size="{page_size}">
+<header>
+<h1>{title}</h1>
+<p class="summary" id="summary">{summary}</p>
+{pairs}
+<nav><button id="prev" type="button">&larr; previous</button>
+page <input id="page" type="number" min="1" value="1"> <span id="pages"></span>
+<button id="next" type="button">next &rarr;</button>
+<label><input id="conflicts" type="checkbox"> only groups whose labels differ</label></nav>
+</header>
+<main id="groups"><noscript>This report pages its groups with a few lines of script; \
+allow JavaScript for this file to see them.</noscript></main>
+<script type="application/json" id="data">{payload}</script>
+<script>{script}</script>
+</body>
+</html>
+"""
+
+
+def report_summary_line(summary: ReportSummary) -> str:
+    line = (
+        f"dupwatch: {summary.groups} groups, {summary.files} files; dedupe would free "
+        f"{human_size(summary.freed_bytes)}"
+    )
+    if summary.label_conflicts:
+        line += f"; {_count(summary.label_conflicts, 'group')} whose labels differ"
+    return line
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

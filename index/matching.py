@@ -1,0 +1,118 @@
+"""Finding the indexed files that duplicate a picture: candidates from the BK-tree by the
+whole-picture hash, the distance with the centre's second opinion, the kind of each match
+(exact, pixel, near), and the matches through a transform (transformed.py)."""
+
+from __future__ import annotations
+
+import lmdb
+
+from dupwatch.index.fingerprint.file import Fingerprint, match_distance
+from dupwatch.index.matches import Match, best_first
+from dupwatch.index.pixel_digests import PixelDigests
+from dupwatch.index.store.bktree import BKTree
+from dupwatch.index.store.crops import CropTable
+from dupwatch.index.store.environment import Store
+from dupwatch.index.store.pairs import Kind
+from dupwatch.index.store.records import FileRecord, u64
+from dupwatch.index.transformed import transformed_matches
+
+
+class Matcher:
+    """What one index matches against: its store and tree, the pixel digests that tell a
+    `pixel` match, and the transforms (and crop table) that `--transforms` asks for."""
+
+    def __init__(
+        self,
+        store: Store,
+        tree: BKTree,
+        pixels: PixelDigests,
+        transforms: frozenset[str],
+        crop_table: CropTable | None,
+    ) -> None:
+        self.store = store
+        self.tree = tree
+        self.pixels = pixels
+        self.transforms = transforms
+        self.crop_table = crop_table
+
+    def find(
+        self,
+        txn: lmdb.Transaction,
+        bits: int,
+        centre: int | None,
+        fp: Fingerprint | None,
+        path: bytes | None,
+        radius: int,
+        *,
+        exclude: int | None = None,
+        writable: bool = False,
+    ) -> list[Match]:
+        """Records within `radius` of the picture whose hashes are `bits` and `centre`
+        (match_distance); the tree proposes them by `bits` alone, which is never farther.
+        `writable`: `txn` is a write transaction, where pixel digests made on the way are
+        kept in their records."""
+        found = []
+        for full, near_bits in self.tree.find(bits, radius, txn=txn):
+            for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
+                if file_id == exclude:
+                    continue
+                record = self.store.record(txn, file_id)
+                if record is None:
+                    continue
+                distance = match_distance(full, centre, record.centre)
+                if distance > radius:
+                    continue
+                if path is not None and record.path == path:
+                    found.append(Match(record, 0, Kind.EXACT, is_self=True))
+                else:
+                    kind = self.kind(txn, record, fp, path, full, writable)
+                    found.append(Match(record, distance, kind))
+        if fp is not None and self.transforms:
+            seen = {m.record.id for m in found} | {exclude}
+            found += self.transformed(txn, fp, path, radius, seen)
+        return sorted(found, key=best_first)
+
+    def kind(
+        self,
+        txn: lmdb.Transaction,
+        record: FileRecord,
+        fp: Fingerprint | None,
+        path: bytes | None,
+        full: int,
+        writable: bool,
+    ) -> Kind:
+        """How an indexed record duplicates a fingerprint (of the file at `path`), whose
+        whole-picture hashes are `full` apart."""
+        if fp is None:
+            return Kind.NEAR
+        if record.digest == fp.digest:
+            return Kind.EXACT
+        if full == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
+            mine = self.pixels.of_file(path, fp.digest)
+            if mine is not None and mine == self.pixels.of_record(txn, record, writable=writable):
+                return Kind.PIXEL
+        return Kind.NEAR
+
+    def pair_kind(self, txn: lmdb.Transaction, record: FileRecord, match: Match) -> Kind:
+        """How two indexed records duplicate each other (for pairs stored again)."""
+        other = match.record
+        if record.digest == other.digest:
+            return Kind.EXACT
+        same_size = (record.width, record.height) == (other.width, other.height)
+        if record.bits == other.bits and same_size:
+            mine = self.pixels.of_record(txn, record, writable=True)
+            if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
+                return Kind.PIXEL
+        return Kind.NEAR
+
+    def transformed(
+        self,
+        txn: lmdb.Transaction,
+        fp: Fingerprint,
+        path: bytes | None,
+        radius: int,
+        seen: set[int | None],
+    ) -> list[Match]:
+        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py)."""
+        found = transformed_matches(self, txn, fp, path, radius, seen)
+        return [Match(f.record, f.distance, Kind.NEAR, transform=f.transform) for f in found]

@@ -1,0 +1,82 @@
+"""The duplicate pairs an index keeps (the `pairs` table): each pair found when a file
+arrived, stored under both files, so that listing groups is a read; read back at a radius,
+and found again for every file when the radius grows."""
+
+from __future__ import annotations
+
+import lmdb
+
+from dupwatch.index.matching import Matcher
+from dupwatch.index.store.environment import Store
+from dupwatch.index.store.pairs import Pair
+from dupwatch.index.store.records import from_u64, u64
+
+
+class PairTable:
+    """The pairs of one index; `default_radius` is the radius pairs are kept at until
+    store_all() records another."""
+
+    def __init__(self, store: Store, matcher: Matcher, default_radius: int) -> None:
+        self.store = store
+        self.matcher = matcher
+        self.default_radius = default_radius
+        self.db = store.dbs[b"pairs"]
+
+    def put(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
+        """Store `pair` of `file_id`, under both of its files."""
+        txn.put(u64(file_id), pair.code(), db=self.db)
+        txn.put(u64(pair.other), pair.seen_from(file_id).code(), db=self.db)
+
+    def of(self, txn: lmdb.Transaction, file_id: int) -> list[Pair]:
+        cursor = txn.cursor(db=self.db)
+        if not cursor.set_key(u64(file_id)):
+            return []
+        return [Pair.decode(raw) for raw in map(bytes, cursor.iternext_dup())]
+
+    def delete(self, txn: lmdb.Transaction, file_id: int) -> None:
+        """Forget every pair of `file_id`, both entries of each."""
+        for pair in self.of(txn, file_id):
+            txn.delete(u64(pair.other), pair.seen_from(file_id).code(), db=self.db)
+        txn.delete(u64(file_id), db=self.db)
+
+    def radius(self, txn: lmdb.Transaction) -> int:
+        """The radius up to which pairs are stored: the radius the index was made with,
+        until store_all() changes it."""
+        raw = self.store.get_meta(txn, b"pair_radius")
+        return int(raw) if raw is not None else self.default_radius
+
+    def within(self, txn: lmdb.Transaction, radius: int) -> dict[int, list[Pair]]:
+        """Every file's pairs at `radius` or closer."""
+        pairs: dict[int, list[Pair]] = {}
+        for key, raw in txn.cursor(db=self.db):
+            raw = bytes(raw)
+            if raw[8] <= radius:
+                pairs.setdefault(from_u64(bytes(key)), []).append(Pair.decode(raw))
+        return pairs
+
+    def store_all(self, txn: lmdb.Transaction, radius: int) -> None:
+        """Find every plain pair again at `radius`. Pairs found through a transform were
+        confirmed on the pixels of both files when one arrived; they are kept (those still
+        within the radius) rather than read again."""
+        db = self.db
+        transformed = [
+            (from_u64(bytes(key)), pair)
+            for key, raw in txn.cursor(db=db)
+            if (pair := Pair.decode(bytes(raw))).transform is not None
+            and from_u64(bytes(key)) < pair.other
+            and pair.distance <= radius
+        ]
+        txn.drop(db, delete=False)
+        for record in list(self.store.records(txn)):
+            matches = self.matcher.find(
+                txn, record.bits, record.centre, None, None, radius, exclude=record.id
+            )
+            for match in matches:
+                if match.record.id > record.id:
+                    kind = self.matcher.pair_kind(txn, record, match)
+                    pair = Pair(match.record.id, match.distance, kind)
+                    self.put(txn, record.id, pair)
+        for file_id, pair in transformed:
+            if all(p.other != pair.other for p in self.of(txn, file_id)):
+                self.put(txn, file_id, pair)
+        self.store.put_meta(txn, b"pair_radius", str(radius).encode())

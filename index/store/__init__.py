@@ -1,0 +1,33 @@
+"""Where fingerprints live: one LMDB environment per index.
+
+- `environment.py`: the environment, its named tables, transactions, schema and map growth.
+- `records.py`: how a file (and a file that failed) is stored; table keys.
+- `migrations.py`: each schema step, run in place when an older index is opened for writing.
+- `bktree.py`: the BK-tree of distinct hashes, its nodes in the `tree` table.
+- `pairs.py`: the stored duplicate pairs and their kinds; `ignored.py`: pairs marked "not a
+  duplicate"; `crops.py`: the crop-region hashes of `--transforms crop` (an LMDB of its own).
+- `bookkeeping.py`: the watched folders and the files that failed.
+- `check.py`: do the derived tables agree with the file records (`dupwatch check`)? Their
+  rebuild (`--repair`); `location.py`: where an index lives by default.
+
+Imports dupwatch.index.errors and dupwatch.index.fingerprint (transform names); never the
+Index, hashing, threads or sockets.
+"""
+
+from dupwatch.index.lazy import exporter
+
+_EXPORTS = {
+    "Store": "environment",
+    "SCHEMA_VERSION": "environment",
+    "TABLES": "environment",
+    "FileRecord": "records",
+    "Failure": "records",
+    "encode_record": "records",
+    "decode_record": "records",
+    "u64": "records",
+    "from_u64": "records",
+    "path_key": "records",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exporter(__name__, _EXPORTS, globals())

@@ -1,0 +1,130 @@
+"""How one file is stored: the record of a file, the record of a file that failed, and the
+keys (big-endian ids, hashed paths) of the index's tables."""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from hashlib import blake2b
+
+
+def u64(value: int) -> bytes:
+    """Big-endian, so LMDB's byte order is numeric order."""
+    return value.to_bytes(8, "big")
+
+
+def from_u64(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def path_key(path: bytes) -> bytes:
+    return blake2b(path, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What the index knows of one file."""
+
+    id: int
+    path: bytes
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    bits: int
+    digest: bytes
+    width: int
+    height: int
+    format: str
+    # Of the fully decoded pixels; computed only when needed to tell a `pixel` match.
+    pixel_digest: bytes = bytes(16)
+    centre: int | None = None  # the centre region's pHash (Fingerprint.centre)
+
+    @property
+    def has_pixel_digest(self) -> bool:
+        return self.pixel_digest != bytes(16)
+
+    @property
+    def fspath(self) -> str:
+        """The path as str; names that are not UTF-8 keep their bytes as surrogates."""
+        return os.fsdecode(self.path)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def has_stat(self, st: os.stat_result) -> bool:
+        """True when the file on disk still has the stat it was indexed with: same device,
+        inode, size and mtime, so its fingerprint still describes it."""
+        return (self.dev, self.ino, self.size, self.mtime_ns) == (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+        )
+
+
+# dev, ino, size, mtime_ns, bits, centre, whether the centre is known, digest, pixel digest,
+# width, height, format length; then the format and the path.
+_RECORD = struct.Struct("<QQQqQQ?16s16sIIB")
+
+
+def encode_record(record: FileRecord) -> bytes:
+    fmt = record.format.encode("ascii", "replace")[:255]
+    head = _RECORD.pack(
+        record.dev,
+        record.ino,
+        record.size,
+        record.mtime_ns,
+        record.bits,
+        record.centre or 0,
+        record.centre is not None,
+        record.digest,
+        record.pixel_digest,
+        record.width,
+        record.height,
+        len(fmt),
+    )
+    return head + fmt + record.path
+
+
+def decode_record(file_id: int, raw: bytes) -> FileRecord:
+    (dev, ino, size, mtime_ns, bits, centre, has_centre, digest, pixels, width, height,
+     fmt_len) = _RECORD.unpack_from(raw)  # fmt: skip
+    fmt_end = _RECORD.size + fmt_len
+    fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
+    path = bytes(raw[fmt_end:])
+    return FileRecord(
+        file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels,
+        centre if has_centre else None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be fingerprinted, remembered with its stat so that it is
+    tried again only when it changes."""
+
+    path: bytes
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+_FAILURE = struct.Struct("<QQQqH")
+
+
+def encode_failure(failure: Failure) -> bytes:
+    reason = failure.reason.encode("utf-8", "replace")[:1000]
+    head = _FAILURE.pack(failure.dev, failure.ino, failure.size, failure.mtime_ns, len(reason))
+    return head + reason + failure.path
+
+
+def decode_failure(raw: bytes) -> Failure:
+    dev, ino, size, mtime_ns, reason_len = _FAILURE.unpack_from(raw)
+    end = _FAILURE.size + reason_len
+    reason = bytes(raw[_FAILURE.size : end]).decode("utf-8", "replace")
+    return Failure(bytes(raw[end:]), dev, ino, size, mtime_ns, reason)
