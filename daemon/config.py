@@ -20,10 +20,12 @@ from dupwatch.index.errors import DupwatchError
 from dupwatch.index.fingerprint.transforms import TransformError, parse_transforms
 from dupwatch.index.folders import DEFAULT_IGNORE
 from dupwatch.index.hashing.limits import HASH_TIMEOUT_S
+from dupwatch.index.matches import MAX_RADIUS
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "dupwatch.sock"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(DupwatchError):
@@ -176,31 +178,57 @@ def _check(file: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
     base = file.parent
+    for key in ("watch", "ignore", "sidecars", "transforms"):
+        if key in values:
+            _check_strings(file, key, values[key])
     for key in ("index", "socket"):
         if key in values:
+            if not values[key]:
+                raise ConfigError(f"{file}: {key} is empty; leave it out for the default")
             values[key] = _resolve(base, values[key])
     if "watch" in values:
-        values["roots"] = tuple(_resolve(base, str(p)) for p in values.pop("watch"))
+        values["roots"] = tuple(_resolve(base, p) for p in values.pop("watch"))
     if "ignore" in values:
-        values["ignore"] = tuple(str(g) for g in values["ignore"])
+        values["ignore"] = tuple(values["ignore"])
     if "splits" in values:
         try:
             values["splits"] = check_splits(file, values["splits"])
         except DupwatchError as error:
             raise ConfigError(str(error)) from None
     if "sidecars" in values:
-        values["sidecars"] = tuple(str(p) for p in values["sidecars"])
+        values["sidecars"] = _check_sidecars(file, values["sidecars"])
     if "transforms" in values:
         try:
-            values["transforms"] = tuple(sorted(parse_transforms(map(str, values["transforms"]))))
+            values["transforms"] = tuple(sorted(parse_transforms(values["transforms"])))
         except TransformError as error:
             raise ConfigError(f"{file}: transforms: {error}") from None
     for key in ("workers", "subscriber_queue", "rescan_interval_s", "hash_timeout_s"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{file}: {key} must be positive, not {values[key]}")
-    if "radius" in values and not 0 <= values["radius"] <= 64:
-        raise ConfigError(f"{file}: radius must be between 0 and 64, not {values['radius']}")
+    if "radius" in values and not 0 <= values["radius"] <= MAX_RADIUS:
+        raise ConfigError(f"{file}: radius must be from 0 to {MAX_RADIUS}, not {values['radius']}")
+    if "log_level" in values:
+        level = values["log_level"].upper()
+        if level not in LOG_LEVELS:
+            choices = ", ".join(LOG_LEVELS)
+            raise ConfigError(f"{file}: log_level must be one of {choices}, not {level!r}")
+        values["log_level"] = level
     return values
+
+
+def _check_strings(file: Path, key: str, items: list[Any]) -> None:
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{file}: {key} must hold names (strings), not {item!r}")
+
+
+def _check_sidecars(file: Path, patterns: list[str]) -> tuple[str, ...]:
+    from dupwatch.index.cleanup.sidecars import check_pattern  # reads XML: loaded when used
+
+    try:
+        return tuple(check_pattern(p) for p in patterns)
+    except ValueError as error:
+        raise ConfigError(f"{file}: sidecars: {error}") from None
 
 
 def _resolve(base: Path, value: str) -> Path:

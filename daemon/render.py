@@ -89,28 +89,35 @@ def match_line(match: dict[str, Any]) -> str:
 
 
 class ProgressBar:
-    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+    """A one-line progress bar on a terminal's stderr. When stderr is not a terminal it is
+    silent, or with `plain` prints a line now and then ("thumbnails 120/500") for a log."""
 
-    def __init__(self, label: str, stream: IO[str] = sys.stderr) -> None:
+    def __init__(self, label: str, stream: IO[str] = sys.stderr, *, plain: bool = False) -> None:
         self.label = label
         self.stream = stream
-        self.enabled = stream.isatty()
+        self.tty = stream.isatty()
+        self.enabled = self.tty or plain
+        self.every_s = 0.1 if self.tty else 2.0
         self.started = time.monotonic()
         self.last_draw = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if not self.enabled or (now - self.last_draw < 0.1 and done < total):
+        if not self.enabled or (now - self.last_draw < self.every_s and done < total):
             return
         self.last_draw = now
+        rate = done / max(now - self.started, 1e-9)
+        if not self.tty:
+            self.stream.write(f"dupwatch: {self.label} {done}/{total} {rate:.0f}/s\n")
+            self.stream.flush()
+            return
         width = 30
         filled = width * done // max(total, 1)
-        rate = done / max(now - self.started, 1e-9)
         bar = "#" * filled + "-" * (width - filled)
         self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:.0f}/s")
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.enabled and self.last_draw:
+        if self.tty and self.last_draw:
             self.stream.write("\n")
             self.stream.flush()

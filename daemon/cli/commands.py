@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from dupwatch.daemon.cli.remote import query_via_service
 from dupwatch.daemon.cli.settings import (
@@ -30,7 +31,13 @@ from dupwatch.daemon.review.exports import (
     show_undo,
     show_unignored,
 )
-from dupwatch.daemon.review.report import open_in_browser, report_summary_line, write_report
+from dupwatch.daemon.review.report import (
+    check_report_path,
+    default_report_path,
+    open_in_browser,
+    report_summary_line,
+    write_report,
+)
 from dupwatch.daemon.splits import across_splits
 from dupwatch.index.cleanup.quarantine import dedupe as dedupe_groups
 from dupwatch.index.cleanup.quarantine import plan_dedupe
@@ -139,14 +146,26 @@ def groups(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    out = check_report_path(args.out or _default_report_path())  # before any work
     with existing_index(args) as index:
         groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
-    summary = write_report(groups, args.out, pairs=pairs, sidecars=sidecar_patterns(args))
+    bar = ProgressBar("thumbnails", plain=args.progress)
+    summary = write_report(groups, out, pairs=pairs, sidecars=sidecar_patterns(args), progress=bar)
+    bar.finish()
     print(summary.out)
     print(report_summary_line(summary), file=sys.stderr)
     if args.open and not open_in_browser(summary.out):
         print(f"dupwatch: no web browser found; open {summary.out} yourself", file=sys.stderr)
     return EXIT_FOUND if groups else EXIT_NONE
+
+
+def _default_report_path() -> Path:
+    out = default_report_path()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DupwatchError(f"{out.parent}: cannot make the folder: {error.strerror}") from None
+    return out
 
 
 def dedupe(args: argparse.Namespace) -> int:

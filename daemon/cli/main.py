@@ -16,11 +16,13 @@ import sys
 from collections.abc import Callable
 from importlib import import_module
 
+from dupwatch.daemon.cli import options
 from dupwatch.daemon.cli.settings import EXIT_ERROR
 from dupwatch.daemon.config import load_config
 from dupwatch.daemon.render import FORMATS
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.groups import KEEP_POLICIES
+from dupwatch.index.matches import DEFAULT_RADIUS, MAX_RADIUS
 
 log = logging.getLogger("dupwatch")
 
@@ -88,19 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_options(argparse.SUPPRESS)
     matching = argparse.ArgumentParser(add_help=False)
     matching.add_argument(
-        "--radius", type=int, metavar="N", help="largest Hamming distance (of 64 bits) to match"
+        "--radius",
+        type=options.radius,
+        metavar="N",
+        help=f"largest Hamming distance (of 64 bits) to match, 0 to {MAX_RADIUS} (default: "
+        f"the config's radius, else {DEFAULT_RADIUS})",
     )
     matching.add_argument(
         "--transforms",
+        type=options.transforms,
         metavar="LIST",
         help="also match copies turned, mirrored or cropped: any of rotate,flip,crop",
     )
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON")
     grouping = grouping_options()
+    # The commands that export groups print one format: --json, --csv and --format exclude
+    # each other.
     exports = argparse.ArgumentParser(add_help=False)
-    exports.add_argument("--csv", action="store_true", help="print CSV, one row per file")
-    exports.add_argument("--format", choices=FORMATS, help="text, json, csv or imagededup")
+    one_format = exports.add_mutually_exclusive_group()
+    one_format.add_argument("--json", action="store_true", help="print JSON")
+    one_format.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+    one_format.add_argument("--format", choices=FORMATS, help="text, json, csv or imagededup")
 
     parser = argparse.ArgumentParser(
         prog="dupwatch",
@@ -118,12 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "scan",
         "index folders (incrementally) and print duplicate groups",
         matching,
-        output,
         grouping,
         exports,
     )
     scan.add_argument("folders", nargs="+", metavar="DIR")
-    scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
+    scan.add_argument(
+        "--workers", type=options.positive, metavar="N", help="hashing processes (default: cores)"
+    )
 
     query = command("query", "what in the index duplicates these images", matching, output)
     query.add_argument("images", nargs="+", metavar="IMG")
@@ -132,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
         "groups",
         "every duplicate group in the index, with the copy to keep",
         matching,
-        output,
         grouping,
         exports,
     )
@@ -148,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
     )
     reindex = command("reindex", "hash every indexed file again (new hash version)")
-    reindex.add_argument("--workers", type=int, metavar="N", help="hashing processes")
+    reindex.add_argument("--workers", type=options.positive, metavar="N", help="hashing processes")
     daemon = command("daemon", "run the service in the foreground", matching)
     daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
     command("alerts", "follow the live alert stream of the service", output)
@@ -177,7 +188,12 @@ def grouping_options() -> argparse.ArgumentParser:
         "--keep", choices=KEEP_POLICIES, default="largest", help="which copy to keep"
     )
     grouping.add_argument(
-        "--prefer", action="append", default=[], metavar="DIR", help="keep the copy in DIR"
+        "--prefer",
+        action="append",
+        default=[],
+        type=options.existing,
+        metavar="DIR",
+        help="keep the copy in DIR (repeatable)",
     )
     return grouping
 
@@ -193,6 +209,7 @@ def add_review_commands(
     sidecar.add_argument(
         "--sidecar",
         action="append",
+        type=options.sidecar,
         metavar="PATTERN",
         help="label file of an image, e.g. '{stem}.txt' (repeatable; default: "
         ".txt, .xml, .json beside it and the YOLO labels/ folder)",
@@ -205,7 +222,16 @@ def add_review_commands(
         sidecar,
     )
     report.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
-    report.add_argument("--out", metavar="FILE", default="dupwatch-report.html")
+    report.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where the page goes (default: $XDG_CACHE_HOME/dupwatch/report.html)",
+    )
+    report.add_argument(
+        "--progress",
+        action="store_true",
+        help="say how far the thumbnails are even when stderr is not a terminal",
+    )
     report.add_argument("--open", action="store_true", help="open it in the web browser")
     dedupe = command(
         "dedupe",

@@ -16,7 +16,7 @@ import os
 import tempfile
 import webbrowser
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from dupwatch.daemon.render import human_size
 from dupwatch.daemon.review.across import PairCount
 from dupwatch.index import FileRecord, Group
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars, labels_of
+from dupwatch.index.errors import DupwatchError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ THUMB_QUALITY = 70
 PAGE_SIZE = 40  # groups in the document at once
 _POOL_THRESHOLD = 24  # fewer thumbnails than this are made in-process
 _THUMB_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+Progress = Callable[[int, int], None]  # (thumbnails made, thumbnails to make)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,47 @@ def thumbnail(path: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnails(paths: Sequence[bytes], workers: int | None = None) -> list[str]:
-    """Thumbnails of many images, decoded in worker processes when there are many."""
+def thumbnails(
+    paths: Sequence[bytes], workers: int | None = None, progress: Progress | None = None
+) -> list[str]:
+    """Thumbnails of many images, decoded in worker processes when there are many;
+    `progress(done, total)` is called after each."""
     if len(paths) < _POOL_THRESHOLD or workers == 1:
-        return [thumbnail(p) for p in paths]
+        made = map(thumbnail, paths)
+        return _counted(made, len(paths), progress)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(thumbnail, paths, chunksize=16))
+        return _counted(pool.map(thumbnail, paths, chunksize=16), len(paths), progress)
+
+
+def _counted(made: Iterable[str], total: int, progress: Progress | None) -> list[str]:
+    out = []
+    for thumb in made:
+        out.append(thumb)
+        if progress is not None:
+            progress(len(out), total)
+    return out
+
+
+def default_report_path() -> Path:
+    """Where a report goes unless told: $XDG_CACHE_HOME/dupwatch/report.html (~/.cache when
+    unset), never into the current folder, which is often the dataset itself."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    cache = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
+    return cache / "dupwatch" / "report.html"
+
+
+def check_report_path(out: str | os.PathLike) -> Path:
+    """The absolute path the report will be written to; raises DupwatchError, before any
+    work, when it cannot be (its folder missing or not writable, or `out` a folder)."""
+    target = Path(out).absolute()
+    if target.is_dir():
+        raise DupwatchError(f"{target}: a folder; name the report file, e.g. {target}/report.html")
+    folder = target.parent
+    if not folder.is_dir():
+        raise DupwatchError(f"{folder}: no such folder for the report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DupwatchError(f"{folder}: not writable, the report cannot go there")
+    return target
 
 
 def write_report(
@@ -78,20 +116,29 @@ def write_report(
     sidecars: Sequence[str] = DEFAULT_SIDECARS,
     workers: int | None = None,
     title: str = "dupwatch: duplicate images",
+    progress: Progress | None = None,
 ) -> ReportSummary:
-    """Write the report to `out` (whole or not at all: a temporary file renamed into place)."""
+    """Write the report to `out` (whole or not at all: a temporary file renamed into place);
+    `progress(done, total)` follows the thumbnails. Raises DupwatchError naming the file
+    when it cannot be written."""
+    target = check_report_path(out)
     records = [r for g in groups for r in (g.keep, *(m.record for m in g.members))]
     paths = list(dict.fromkeys(r.path for r in records))
-    thumbs = dict(zip(paths, thumbnails(paths, workers), strict=True))
+    thumbs = dict(zip(paths, thumbnails(paths, workers, progress), strict=True))
     data = [_group_json(n, g, thumbs, sidecars) for n, g in enumerate(groups, 1)]
-    summary = _summary(groups, data, Path(out).absolute())
+    summary = _summary(groups, data, target)
     page = render_page(data, summary, pairs, title)
-    target = Path(out).absolute()
-    fd, partial = tempfile.mkstemp(prefix=".dupwatch-report-", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(page)
-    os.chmod(partial, 0o644)
-    os.replace(partial, target)
+    partial = None
+    try:
+        fd, partial = tempfile.mkstemp(prefix=".dupwatch-report-", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(page)
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    except OSError as error:
+        if partial is not None and os.path.exists(partial):
+            os.unlink(partial)
+        raise DupwatchError(f"{target}: cannot write the report: {error.strerror}") from None
     return summary
 
 

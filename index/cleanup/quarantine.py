@@ -116,6 +116,7 @@ def plan_dedupe(
     Raises QuarantineError when the quarantine lies inside one of the roots.
     """
     target = absolute(quarantine)
+    _check_can_make(target)
     roots = sorted({absolute(r) for r in roots}, key=len, reverse=True)
     for root in roots:
         if target == root or is_under(target, root):
@@ -146,6 +147,21 @@ def plan_dedupe(
         for match in group.members:
             _plan_member(plan, match.record, number, group.keep.path, roots, sidecars, taken)
     return plan
+
+
+def _check_can_make(target: bytes) -> None:
+    """Raise QuarantineError unless `target` is a folder, or one can be made there: checked
+    before anything is planned or moved (a dry run too)."""
+    existing = target
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    name, wanted = os.fsdecode(existing), os.fsdecode(target)
+    if not os.path.isdir(existing):
+        if existing == target:
+            raise QuarantineError(f"{wanted}: not a folder; the quarantine must be one")
+        raise QuarantineError(f"{wanted}: cannot be made: {name} is not a folder")
+    if existing != target and not os.access(existing, os.W_OK | os.X_OK):
+        raise QuarantineError(f"{wanted}: cannot be made: {name} is not writable")
 
 
 def _plan_member(
@@ -217,7 +233,11 @@ def dedupe(index: Index, plan: DedupePlan) -> DedupeResult:
     Raises StoreError, before moving anything, when the index is open read-only."""
     if index.store.readonly:
         raise StoreError(f"{index.path}: the index is read-only, and dedupe must update it")
-    os.makedirs(plan.quarantine, exist_ok=True)
+    try:
+        os.makedirs(plan.quarantine, exist_ok=True)
+    except OSError as error:
+        name = os.fsdecode(plan.quarantine)
+        raise QuarantineError(f"{name}: cannot make the quarantine: {error.strerror}") from None
     manifest = _new_manifest(plan.quarantine)
     moved: list[Move] = []
     failed: list[str] = []

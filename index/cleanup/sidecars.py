@@ -30,6 +30,21 @@ _JSON_LABEL_KEYS = frozenset(
 )
 
 
+def check_pattern(pattern: str) -> str:
+    """`pattern` when it names a label file (fields {stem} and {labels_dir} only); else a
+    ValueError that says what is wrong with it."""
+    try:
+        relative = pattern.format(stem="x", labels_dir="labels")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise ValueError(
+            f"{pattern!r} is not a label file pattern: only {{stem}} and {{labels_dir}} are "
+            "filled in, e.g. '{stem}.txt' (write a literal brace twice)"
+        ) from None
+    if not relative.strip():
+        raise ValueError("an empty label file pattern")
+    return pattern
+
+
 def find_sidecars(image: bytes, patterns: Sequence[str] = DEFAULT_SIDECARS) -> list[bytes]:
     """The regular files next to `image` that the patterns name, sorted; never an image.
 
