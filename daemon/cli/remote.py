@@ -1,5 +1,5 @@
-"""The commands that talk to the running service: alerts, status, watch, unwatch, notify, a
-query it answers; and `daemon`, which runs it.
+"""The commands that talk to the running service: watch, unwatch, notify, a query it
+answers; and `daemon`, which runs it (alerts.py and status.py are the other two).
 
 Light on purpose (no numpy, Pillow or LMDB unless the service is not there to ask): these
 commands start quickly. Each returns the exit status of its command (0 found/done, 1 none,
@@ -17,78 +17,10 @@ from typing import Any
 
 from dupwatch.daemon.cli import settings as cli_settings
 from dupwatch.daemon.cli.settings import EXIT_ERROR, EXIT_FOUND, EXIT_NONE, settings
-from dupwatch.daemon.render import dumps, match_line, printable, show_query
+from dupwatch.daemon.render import dumps, printable, show_query
 from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 from dupwatch.index.errors import DupwatchError, FingerprintError
 from dupwatch.index.folders import absolute
-
-
-def follow_alerts(socket_path: Path, *, as_json: bool) -> int:
-    """`dupwatch alerts`: print each alert as it comes, until the service stops."""
-    with Client(socket_path, timeout_s=10) as client:
-        events = client.subscribe()
-        if not as_json:
-            print(f"dupwatch: following the alerts of {socket_path}", file=sys.stderr)
-        for event in events:
-            if as_json:
-                print(dumps(event), flush=True)
-            elif event.get("event") == "missed":
-                print(
-                    f"dupwatch: {event['count']} alerts missed (not read in time)", file=sys.stderr
-                )
-            else:
-                print("\n".join(alert_lines(event)), flush=True)
-    print("dupwatch: the service stopped", file=sys.stderr)
-    return EXIT_ERROR
-
-
-def alert_lines(event: dict[str, Any]) -> list[str]:
-    """An alert in plain text: the time and the new file, then one line per match."""
-    when = str(event.get("time", ""))[:19].replace("T", " ")
-    lines = [f"{when}  {printable(event['path'])}"]
-    lines += [match_line(m) for m in event.get("matches", [])]
-    return lines
-
-
-def show_status(socket_path: Path, *, as_json: bool) -> int:
-    """`dupwatch status`: the service's folders, counts and last alerts."""
-    status = Client(socket_path).call("status")
-    status.pop("v", None)
-    status.pop("ok", None)
-    if as_json:
-        print(dumps(status))
-        return EXIT_FOUND
-    print("\n".join(status_lines(status)))
-    return EXIT_FOUND
-
-
-def status_lines(status: dict[str, Any]) -> list[str]:
-    lines = [
-        f"dupwatch service, pid {status['pid']}: {status['state']}, up {_duration(status)}",
-        f"index    {printable(status['index'])} "
-        f"({status['files']} files, radius {status['radius']})",
-        f"queue    {status['queue']}",
-        f"files    {status['hashed']} hashed, {status['failed']} failed, "
-        f"{status['moved']} moved, {status['removed']} removed, {status['alerts']} alerts",
-    ]
-    lines += [f"watching {printable(root)}" for root in status["roots"]] or ["watching nothing"]
-    lines += [f"missing  {printable(root)}" for root in status.get("missing_roots", [])]
-    rescanned = status.get("rescanned_folders", len(status.get("unwatched", [])))
-    if rescanned:
-        every = status.get("rescan_interval_s", 30)
-        lines.append(
-            f"rescanned {rescanned} folders every {every:g} s instead of watched "
-            "(past the inotify watch limit)"
-        )
-    for alert in status.get("last_alerts", []):
-        lines += alert_lines(alert)
-    return lines
-
-
-def _duration(status: dict[str, Any]) -> str:
-    seconds = int(status.get("uptime_s", 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def change_roots(
@@ -177,14 +109,6 @@ def daemon(args: argparse.Namespace) -> int:
     from dupwatch.daemon.service.service import run_daemon
 
     return run_daemon(settings(args), args.folders)
-
-
-def alerts(args: argparse.Namespace) -> int:
-    return follow_alerts(settings(args).socket_path, as_json=args.json)
-
-
-def status(args: argparse.Namespace) -> int:
-    return show_status(settings(args).socket_path, as_json=args.json)
 
 
 def watch(args: argparse.Namespace) -> int:

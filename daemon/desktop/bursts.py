@@ -100,12 +100,16 @@ class Burst:
 
     def body(self, *, markup: bool = False) -> str:
         """Where, and how many of each kind: "in /srv/labels/batch7\n297 near-duplicates, ..."."""
+        folder = self.folder or "several folders"
+        return f"in {escape(folder) if markup else folder}\n{self.counts()}"
+
+    def counts(self) -> str:
+        """How many of each kind: "297 near-duplicates, 3 exact copies"."""
         counts = [f"{n} {kind_noun(kind, n)}" for kind, n in self.kinds.most_common()]
         unknown = self.count - sum(self.kinds.values())
         if unknown:
             counts.append(f"{unknown} not listed by the service (its queue was full)")
-        folder = self.folder or "several folders"
-        return f"in {escape(folder) if markup else folder}\n{', '.join(counts)}"
+        return ", ".join(counts)
 
 
 def kind_noun(kind: str, count: int) -> str:

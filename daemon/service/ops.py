@@ -34,6 +34,8 @@ class Served(Protocol):
     writer: Writer
     server: Server
     recent_alerts: deque[dict[str, Any]]
+    recent_leaks: deque[dict[str, Any]]
+    leaks: int
     unwatched: dict[bytes, list[bytes]]
     lost_roots: set[bytes]
 
@@ -190,6 +192,7 @@ class Ops:
             "moved": stats.moved,
             "removed": stats.removed,
             "alerts": stats.alerts,
+            "leaks": service.leaks,  # alerts across splits, counted among the alerts too
             "subscribers": len(service.server.subscribers),
             "uptime_s": round(service.uptime_s(), 3),
             "unwatched": unwatched,
@@ -197,6 +200,7 @@ class Ops:
             "rescan_interval_s": service.config.rescan_interval_s,
             "missing_roots": [os.fsdecode(r) for r in sorted(service.lost_roots)],
             "last_alerts": list(service.recent_alerts)[-5:],
+            "last_leaks": list(service.recent_leaks)[-5:],
             "last_failures": list(stats.last_failures)[-5:],
         }
 

@@ -94,6 +94,10 @@ class Service:
         self.state = "starting"
         self.started = time.monotonic()
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=10)
+        # Alerts across splits (train/val leaks), kept apart so that ordinary alerts after
+        # them do not push them out of `status`.
+        self.recent_leaks: deque[dict[str, Any]] = deque(maxlen=10)
+        self.leaks = 0
         self.unwatched: dict[bytes, list[bytes]] = {}  # root -> folders past the watch limit
         self.lost_roots: set[bytes] = set()  # roots that are missing or were deleted
         self._root_identity: dict[bytes, tuple[int, int]] = {}  # root -> (device, inode)
@@ -360,6 +364,8 @@ class Service:
         if leaks:
             event["leaks"] = leaks  # "leak: val/x.jpg duplicates train/y.jpg"
             log.warning("%s", "; ".join(leaks))
+            self.leaks += 1
+            self.recent_leaks.append(event)
         self.recent_alerts.append(event)
         self.server.publish(event)
         best = result.matches[0]
