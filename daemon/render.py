@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from dupwatch.index import FileRecord, Group
+if TYPE_CHECKING:  # annotations only: the command line starts without LMDB
+    from dupwatch.index import FileRecord, Group
 
 FORMATS = ("text", "json", "csv", "imagededup")  # of groups: --format
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import lmdb
 
-from dupwatch.index.errors import DupwatchError, NotIndexed
+from dupwatch.index.errors import DupwatchError, MissingFile, NotIndexed
 from dupwatch.index.folders import absolute
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.ignored import TABLE, pair_key
@@ -87,6 +87,8 @@ def group_paths(
     """Every file of the duplicate group that holds `path` (keeper first), for the
     group-level form of ignore. Raises DupwatchError when it is in no group."""
     raw = absolute(path)
+    if index.get(raw) is None:
+        _check_exists(raw)
     for group in index.groups(radius):
         paths = [group.keep.path, *(m.record.path for m in group.members)]
         if raw in paths:
@@ -122,11 +124,18 @@ def _paths_with(store: Store, txn: lmdb.Transaction, digest: bytes) -> list[str]
     return sorted(r.fspath for r in records if r is not None)
 
 
+def _check_exists(path: str | bytes | os.PathLike) -> None:
+    """A name that is not on the disk is a typo or a moved file, not a file to index."""
+    if not os.path.lexists(path):
+        raise MissingFile(path, "no such file")
+
+
 def _indexed(index: Index, paths: Iterable[str | bytes | os.PathLike]) -> list[FileRecord]:
     records = []
     for path in paths:
         record = index.get(path)
         if record is None:
+            _check_exists(absolute(path))
             raise NotIndexed(
                 f"{os.fsdecode(absolute(path))}: not indexed (run `dupwatch scan` first)"
             )

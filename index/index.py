@@ -384,8 +384,15 @@ class Index:
         progress: Progress | None = None,
     ) -> UpdateReport:
         """Index new and changed files under `folders` (hashing in worker processes) and
-        forget the files gone from them."""
-        return update(self, folders, workers=workers, progress=progress)
+        forget the files gone from them; the folders are remembered (scanned())."""
+        raws = [absolute(folder) for folder in folders]
+        self.store.write(lambda txn: bookkeeping.add_scanned(self.store, txn, raws))
+        return update(self, raws, workers=workers, progress=progress)
+
+    def scanned(self) -> list[bytes]:
+        """The folders update() was given: where a quarantine files what it moves."""
+        with self.store.read() as txn:
+            return bookkeeping.scanned(self.store, txn)
 
     # Files that could not be fingerprinted, and the watched folders (store/bookkeeping.py)
 

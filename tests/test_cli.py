@@ -202,3 +202,56 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("scan", "query", "groups", "check"):
         assert command in result.stdout
+
+
+def test_version_comes_from_the_installed_package() -> None:
+    from importlib.metadata import version
+
+    result = dupwatch("--version")
+    assert result.returncode == 0 and result.stdout == f"dupwatch {version('dupwatch')}\n"
+    script = (  # and it loads no numpy (nor Pillow, nor the index) to say it
+        "import sys\nfrom dupwatch.daemon.cli.main import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('numpy', 'PIL') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_bare_dupwatch_prints_the_help() -> None:
+    result = dupwatch()
+    assert result.returncode == 2  # nothing was done: 0 would read as "duplicates found"
+    assert result.stdout.startswith("usage: dupwatch") and "examples:" in result.stdout
+    assert "error" not in result.stderr
+
+
+def test_each_command_help_shows_defaults_and_examples() -> None:
+    for command in ("scan", "query", "groups", "report", "dedupe", "status", "alerts"):
+        result = dupwatch(command, "--help")
+        assert result.returncode == 0
+        assert "examples:" in result.stdout and f"  dupwatch {command}" in result.stdout
+    groups = dupwatch("groups", "--help").stdout
+    assert "(default: largest)" in groups and "else 12)" in groups
+    assert "(default: None)" not in groups and "(default: False)" not in groups
+    assert "$XDG_CACHE_HOME/dupwatch/report.html" in dupwatch("report", "--help").stdout
+
+
+def test_query_takes_a_folder_and_queries_every_image_in_it(pics: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    dupwatch("scan", pics, "--index", index, check=True)
+    batch = tmp_path / "batch"
+    (batch / "sub").mkdir(parents=True)
+    Image.open(pics / "astronaut.jpg").resize((128, 128)).save(batch / "a.png")
+    Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB").save(batch / "sub" / "cat.jpg")
+    (batch / "notes.txt").write_text("not a picture\n")
+    result = dupwatch("query", batch, "--index", index, "--json")
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["query"] for a in answers] == [str(batch / "a.png"), str(batch / "sub" / "cat.jpg")]
+    assert len(answers[0]["matches"]) == 3 and answers[1]["matches"] == []
+    text = dupwatch("query", batch / "sub", "--index", index)
+    assert text.returncode == 1 and "cat.jpg: no duplicates in the index" in text.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = dupwatch("query", empty, "--index", index)
+    assert nothing.returncode == 2 and f"{empty}: no images in this folder" in nothing.stderr

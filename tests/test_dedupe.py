@@ -259,3 +259,17 @@ def test_yolo_labels_travel_with_their_image_and_come_back(yolo: Path, tmp_path:
     [manifest] = quarantine.glob("manifest-*.jsonl")
     assert dupwatch("undo", manifest, index=index).returncode == 0
     assert snapshot(yolo) == before
+
+
+def test_without_a_folder_the_quarantine_keeps_paths_under_the_scanned_folder(
+    pics: Path, index: Path, tmp_path: Path
+) -> None:
+    quarantine = tmp_path / "quarantine"
+    result = dupwatch("dedupe", "--to", quarantine, "--json", index=index)  # no DIR named
+    assert result.returncode == 0, result.stderr
+    new = {
+        Path(m["new"]).relative_to(quarantine).as_posix()
+        for m in json.loads(result.stdout)["moves"]
+    }
+    # pics/ was scanned: its name, then the path inside it (not the whole absolute path)
+    assert new == {f"pics/{name}" for name in NON_KEEPERS | {"small.txt"}}

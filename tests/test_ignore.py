@@ -178,3 +178,15 @@ def test_the_service_does_not_alert_an_ignored_pair(pics: Path, index: Path, ser
     assert alert["path"] == str(pics / "astronaut_copied_in.jpg")
     assert [Path(m["path"]).name for m in alert["matches"]] == ["astronaut.jpg"]  # no small
     client.close()
+
+
+def test_a_name_that_is_not_on_the_disk_is_no_such_file(pics: Path, index: Path) -> None:
+    missing = pics / "astronot.jpg"
+    for args in (["ignore", missing, pics / "small.jpg"], ["ignore", "--group", missing]):
+        result = dupwatch(*args, index=index)
+        assert result.returncode == 2
+        assert result.stderr == f"dupwatch: {missing}: no such file\n"
+    elsewhere = pics.parent / "elsewhere.jpg"  # on the disk but never indexed
+    shutil.copy(pics / "small.jpg", elsewhere)
+    result = dupwatch("ignore", elsewhere, pics / "small.jpg", index=index)
+    assert result.returncode == 2 and "not indexed" in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import select
 import shutil
 import stat
@@ -25,7 +26,7 @@ from dupwatch.daemon.review.report import PAGE_SIZE, write_report
 from dupwatch.index import FileRecord, Group, Kind, Match
 from dupwatch.index.cleanup.sidecars import find_sidecars, labels_of
 
-from support import dupwatch, photo
+from support import DUPWATCH, dupwatch, photo
 
 CHROMIUM = shutil.which("chromium") or "chromium"  # Debian's package `chromium`
 PIPE = "--remote-debugging-pipe"
@@ -308,3 +309,48 @@ def test_label_files_of_every_kind_are_read(tmp_path: Path) -> None:
     (image.parent / "x.xml").write_text("<annotation><object>")  # broken: skipped, not fatal
     assert labels_of(found) == {"2": 2, "cup": 1}
     assert labels_of([]) is None
+
+
+def test_by_default_the_report_goes_to_the_cache_not_the_dataset(
+    pics: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    assert dupwatch("scan", pics, index=index).returncode == 0
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [DUPWATCH, "--index", index, "report", "--progress"],
+        cwd=pics,  # run from inside the dataset, as a person labelling it would
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = cache / "dupwatch" / "report.html"
+    assert result.stdout.strip() == str(out) and out.exists()  # it says where it went
+    assert not list(pics.glob("*.html"))
+    assert "dupwatch: thumbnails 7/7" in result.stderr  # --progress: plain lines off a TTY
+    quiet = dupwatch("report", "--out", tmp_path / "r.html", index=index)
+    assert "thumbnails" not in quiet.stderr  # not asked, not a TTY: no progress lines
+
+
+def test_on_a_terminal_the_report_shows_its_progress(pics: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    assert dupwatch("scan", pics, index=index).returncode == 0
+    terminal, stderr = pty.openpty()  # stderr is a terminal, as when a person runs it
+    try:
+        result = subprocess.run(
+            [DUPWATCH, "--index", index, "report", "--out", tmp_path / "r.html"],
+            stderr=stderr, stdout=subprocess.PIPE, timeout=120,
+        )  # fmt: skip
+        os.close(stderr)
+        shown = b""
+        while select.select([terminal], [], [], 0.5)[0]:
+            try:
+                shown += os.read(terminal, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+    finally:
+        os.close(terminal)
+    assert result.returncode == 0
+    assert b"\rthumbnails [" in shown and b"] 7/7" in shown

@@ -500,6 +500,7 @@ def test_cli_watch_status_query_and_fallback(daemon: Daemon, tmp_path: Path) -> 
     assert status.returncode == 0 and str(extra) in status.stdout
     query = cli("query", "--json", str(extra / "c.png"))
     assert query.returncode == 0
+    assert cli("query", "--json", str(extra)).stdout == query.stdout  # a folder: its images
     served = query_via_service(daemon.socket, [str(extra / "c.png")], radius=None, as_json=True)
     assert served == 0  # the service answered
     assert cli("unwatch", str(extra)).returncode == 0

@@ -45,7 +45,7 @@ from dupwatch.index.cleanup.quarantine import undo as undo_moves
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS
 from dupwatch.index.compare import compare as compare_images
 from dupwatch.index.errors import DupwatchError, FingerprintError, StoreError
-from dupwatch.index.folders import absolute
+from dupwatch.index.folders import absolute, walk
 from dupwatch.index.groups import Group
 from dupwatch.index.hashing.limits import bounded
 from dupwatch.index.ignore import group_paths, unignore
@@ -101,11 +101,27 @@ def scan(args: argparse.Namespace) -> int:
     return EXIT_FOUND if groups else EXIT_NONE
 
 
+def query_images(given: list[str], ignore: tuple[str, ...]) -> list[str | bytes]:
+    """The images to query: each file given, and every image under each folder given (in
+    name order). Raises DupwatchError for a folder without a single image."""
+    images: list[str | bytes] = []
+    for name in given:
+        if not os.path.isdir(name):
+            images.append(name)
+            continue
+        found = sorted(path for path, _st in walk(absolute(name), ignore=ignore))
+        if not found:
+            raise DupwatchError(f"{printable(absolute(name))}: no images in this folder")
+        images += found
+    return images
+
+
 def query(args: argparse.Namespace) -> int:
     config = settings(args)
+    images = query_images(args.images, config.ignore)
     served = query_via_service(
         config.socket_path,
-        args.images,
+        images,
         radius=args.radius,
         as_json=args.json,
         index_path=index_path(args),
@@ -115,7 +131,7 @@ def query(args: argparse.Namespace) -> int:
     found = False
     failed = False
     with existing_index(args) as index:
-        for image in args.images:
+        for image in images:
             try:
                 with bounded(image, config.hash_timeout_s):  # as in the hashing processes
                     matches = index.query(image, args.radius)
@@ -172,7 +188,9 @@ def dedupe(args: argparse.Namespace) -> int:
     folders = [absolute(f) for f in args.folders]
     with existing_index(args) as index:
         groups, _ = chosen_groups(index, args, folders)
-        roots = [*index.roots(), *folders]
+        # A moved file keeps its place under the watched or scanned folder it lies in.
+        scanned = [folder for folder in index.scanned() if os.path.isdir(folder)]
+        roots = [*index.roots(), *scanned, *folders]
         plan = plan_dedupe(groups, args.to, roots=roots, sidecars=sidecar_patterns(args))
         result = None if args.dry_run else dedupe_groups(index, plan)
     show_dedupe(plan, result, as_json=args.json)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from importlib import import_module
 
 from dupwatch.daemon.cli import options
+from dupwatch.daemon.cli.helptext import EXAMPLES, HelpFormatter, VersionAction
 from dupwatch.daemon.cli.settings import EXIT_ERROR
 from dupwatch.daemon.config import load_config
 from dupwatch.daemon.render import FORMATS
@@ -55,6 +56,11 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        # A bare `dupwatch`: the help, not an error about a missing command. Exit 2 all the
+        # same, as for any call that did nothing: 0 would read as "duplicates found".
+        parser.print_help()
+        return EXIT_ERROR
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dupwatch: %(message)s")
     try:
@@ -117,11 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dupwatch",
         description="Catch duplicate and near-duplicate images the moment they land.",
         parents=[common_options(None)],
+        epilog=EXAMPLES[""],
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *parents: argparse.ArgumentParser):
-        sub = commands.add_parser(name, help=help, description=help, parents=[common, *parents])
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[common, *parents],
+            epilog=EXAMPLES.get(name),
+            formatter_class=HelpFormatter,
+        )
         sub.set_defaults(handler=HANDLERS[name])
         return sub
 

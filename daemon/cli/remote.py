@@ -55,7 +55,7 @@ def change_roots(
 
 def query_via_service(
     socket_path: Path,
-    images: Iterable[str],
+    images: Iterable[str | bytes],
     *,
     radius: int | None,
     as_json: bool,
@@ -76,7 +76,7 @@ def query_via_service(
 
 
 def _print_queries(
-    client: Client, images: Iterable[str], *, radius: int | None, as_json: bool
+    client: Client, images: Iterable[str | bytes], *, radius: int | None, as_json: bool
 ) -> int:
     found = failed = False
     for image in images:
