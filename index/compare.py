@@ -21,6 +21,7 @@ from dupwatch.index.fingerprint.confirm import (
     crop_evidence,
     turn_correlation,
 )
+from dupwatch.index.fingerprint.decode import readable_formats
 from dupwatch.index.fingerprint.file import (
     Fingerprint,
     comparison_picture,
@@ -197,7 +198,10 @@ def _distance(x: int, y: int) -> int:
 
 def _plain_distance(method, a, b) -> int:
     try:
-        with Image.open(a) as img_a, Image.open(b) as img_b:
+        with (
+            Image.open(a, formats=readable_formats(a)) as img_a,
+            Image.open(b, formats=readable_formats(b)) as img_b,
+        ):
             return int(method(img_a) - method(img_b))
     except (OSError, ValueError) as error:  # already fingerprinted: only a plain quirk here
         raise UnreadableFile(os.fsdecode(a), f"imagehash cannot read it: {error}") from error

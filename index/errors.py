@@ -35,7 +35,17 @@ class EmptyFile(FingerprintError):
 
 
 class NotAnImage(FingerprintError):
-    """Pillow does not recognise the bytes as an image."""
+    """Pillow does not recognise the bytes as an image (its reason starts NOT_AN_IMAGE)."""
+
+
+NOT_AN_IMAGE = "not an image"
+
+
+def stored_failure(path: str | os.PathLike | bytes, reason: str) -> FingerprintError:
+    """A failure read back from the index (which keeps its reason only) as the error it was:
+    NotAnImage when the reason says so, so that `scan` keeps counting it apart."""
+    kind = NotAnImage if reason.startswith(NOT_AN_IMAGE) else FingerprintError
+    return kind(path, reason)
 
 
 class TruncatedImage(FingerprintError):

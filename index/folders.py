@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
-from dupwatch.index.fingerprint.formats import is_image_name
+from dupwatch.index.fingerprint.formats import file_starts_like_image, name_says_image
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,20 @@ def is_ignored(name: bytes | str, ignore: Iterable[str] = DEFAULT_IGNORE) -> boo
 
 
 def is_candidate(path: bytes | str, ignore: Iterable[str] = DEFAULT_IGNORE) -> bool:
-    """True for an image name that is not a temporary or hidden name."""
+    """True for a file to fingerprint: not a temporary or hidden name, and an image by its
+    name, or by its first bytes when the name does not say (formats.py)."""
     name = os.path.basename(os.fsencode(path))
-    return is_image_name(name) and not is_ignored(name, ignore)
+    says = name_says_image(name)
+    if says is False or is_ignored(name, ignore):
+        return False
+    return says or file_starts_like_image(path)
+
+
+def may_be_candidate(path: bytes | str, ignore: Iterable[str] = DEFAULT_IGNORE) -> bool:
+    """What is_candidate would say of a file that is gone (its bytes cannot be read): every
+    name that could have been an image."""
+    name = os.path.basename(os.fsencode(path))
+    return name_says_image(name) is not False and not is_ignored(name, ignore)
 
 
 def absolute(path: str | bytes | os.PathLike) -> bytes:
@@ -56,14 +67,19 @@ def walk(
                 log.warning("%s: cannot list folder: %s", os.fsdecode(current), error.strerror)
             continue
         for entry in entries:
+            # The kind comes with the listing (no stat): only candidates are stat'ed, and a
+            # file with a label's or a video's name is never even opened.
             try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not is_ignored(entry.name, ignore):
+                        pending.append(entry.path)
+                    continue
+                if not entry.is_file(follow_symlinks=False) or not is_candidate(entry.path, ignore):
+                    continue
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # gone since the listing
-            if stat.S_ISDIR(info.st_mode):
-                if not is_ignored(entry.name, ignore):
-                    pending.append(entry.path)
-            elif stat.S_ISREG(info.st_mode) and is_candidate(entry.name, ignore):
+            if stat.S_ISREG(info.st_mode):
                 yield entry.path, info
 
 

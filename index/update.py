@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dupwatch.index.errors import FingerprintError
+from dupwatch.index.errors import FingerprintError, stored_failure
 from dupwatch.index.fingerprint.file import Fingerprint
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
 from dupwatch.index.hashing.pool import hash_all
@@ -81,7 +81,7 @@ def plan(
             if known.get(path) == now:
                 result.unchanged += 1
             elif failure and (failure.dev, failure.ino, failure.size, failure.mtime_ns) == now:
-                result.still_failing.append(FingerprintError(path, failure.reason))
+                result.still_failing.append(stored_failure(path, failure.reason))
             else:
                 result.to_hash.append(path)
     result.gone = sorted(path for path in {*known, *failed} if path not in seen)

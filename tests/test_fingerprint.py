@@ -434,9 +434,19 @@ def test_text_named_jpg(tmp_path: Path) -> None:
     raises(NotAnImage, text, "not an image (unrecognised format)")
 
 
-def test_formats_outside_the_list_are_not_read(photo) -> None:
-    ppm = photo.save(photo.image("chelsea.png"), "chelsea.jpg", fmt="PPM")
-    raises(NotAnImage, ppm, "not an image")
+@pytest.mark.parametrize("fmt", ["EPS", "XBM", "MSP"])
+def test_formats_outside_the_list_are_not_read(photo, fmt: str) -> None:
+    picture = photo.image("chelsea.png").convert("1" if fmt in ("XBM", "MSP") else "L")
+    named_like_a_jpeg = photo.save(picture, f"chelsea-{fmt}.jpg", fmt=fmt)
+    raises(NotAnImage, named_like_a_jpeg, "not an image")  # EPS: ghostscript never runs
+
+
+def test_tga_is_read_only_under_a_tga_name(photo) -> None:
+    tga = photo.save(photo.image("chelsea.png"), "chelsea.tga")
+    assert isinstance(fingerprint(tga), Fingerprint)
+    renamed = tga.with_suffix(".jpg")  # TGA has no signature: bytes under another name
+    tga.rename(renamed)
+    raises(NotAnImage, renamed, "not an image")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -565,7 +575,8 @@ def test_is_image_name() -> None:
     for name in ["a.jpg", "B.JPEG", "c.jpe", "d.Png", "e.webp", "f.gif", "g.bmp", "h.tif"]:
         assert is_image_name(name)
     assert is_image_name(b"caf\xe9.HEIC") and is_image_name("x.tiff") and is_image_name("y.avif")
-    for name in ["a.txt", "jpg", "a.jpg.part", "a.psd", b"\xff.raw", "noext"]:
+    assert is_image_name("a.psd") and is_image_name("b.PGM") and is_image_name("c.jp2")
+    for name in ["a.txt", "jpg", "a.jpg.part", "a.eps", b"\xff.raw", "noext"]:
         assert not is_image_name(name)
     assert all(suffix == suffix.lower() and suffix.startswith(".") for suffix in IMAGE_SUFFIXES)
 

@@ -200,7 +200,9 @@ def test_mutated_images(folder: Path, name: str, edits: list[tuple[str, int, Any
 @FUZZ
 @given(data=st.binary(min_size=1, max_size=512), magic=st.sampled_from(
     [b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"II*\0", b"MM\0*", b"BM",
-     b"RIFF\0\0\0\0WEBPVP8 ", b"\0\0\0\x18ftypheic"]))  # fmt: skip
+     b"RIFF\0\0\0\0WEBPVP8 ", b"\0\0\0\x18ftypheic", b"P5\n", b"P6 ", b"Pf\n",
+     b"\0\0\0\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51", b"qoif", b"8BPS", b"DDS ",
+     b"\0\0\1\0", b"\x01\xda", b"\x0a\x05\x01"]))  # fmt: skip
 def test_random_bytes_behind_a_signature(folder: Path, data: bytes, magic: bytes) -> None:
     path = folder / "random.jpg"
     path.write_bytes(magic + data)

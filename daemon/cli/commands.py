@@ -44,7 +44,7 @@ from dupwatch.index.cleanup.quarantine import plan_dedupe
 from dupwatch.index.cleanup.quarantine import undo as undo_moves
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS
 from dupwatch.index.compare import compare as compare_images
-from dupwatch.index.errors import DupwatchError, FingerprintError, StoreError
+from dupwatch.index.errors import DupwatchError, FingerprintError, NotAnImage, StoreError
 from dupwatch.index.folders import absolute, walk
 from dupwatch.index.groups import Group
 from dupwatch.index.hashing.limits import bounded
@@ -83,19 +83,24 @@ def scan(args: argparse.Namespace) -> int:
         report = index.update(folders, workers=args.workers, progress=bar)
         bar.finish()
         groups, pairs = chosen_groups(index, args, folders)
+    # A file that is not an image at all (a text file named x.jpg) is not a damaged image.
+    not_images = [e for e in report.failed if isinstance(e, NotAnImage)]
+    failed = [e for e in report.failed if not isinstance(e, NotAnImage)]
     summary = {
         "seen": report.seen,
         "hashed": report.hashed,
         "unchanged": report.unchanged,
         "removed": report.removed,
-        "failed": [{"path": e.path, "error": e.reason} for e in report.failed],
+        "failed": [{"path": e.path, "error": e.reason} for e in failed],
+        "not_images": [{"path": e.path, "error": e.reason} for e in not_images],
         "groups": len(groups),
     }
     emit_groups(groups, output_format(args), pairs=pairs, extra={"summary": summary})
     print_failures(report.failed)
     print(
         f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
-        f"{report.removed} gone, {len(report.failed)} unreadable; {len(groups)} duplicate groups",
+        f"{report.removed} gone, {len(failed)} unreadable, {len(not_images)} not images; "
+        f"{len(groups)} duplicate groups",
         file=sys.stderr,
     )
     return EXIT_FOUND if groups else EXIT_NONE

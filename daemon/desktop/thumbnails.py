@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from dupwatch.index.fingerprint.decode import readable_formats
+
 log = logging.getLogger(__name__)
 
 THUMB_PIXELS = 128
@@ -37,7 +39,7 @@ def thumbnail(path: str, cache_dir: Path) -> Path | None:
     if target.exists():
         return target
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=readable_formats(path)) as img:  # only safe decoders
             img.draft("RGB", (THUMB_PIXELS * 2, THUMB_PIXELS * 2))
             small = ImageOps.exif_transpose(img)
             small.thumbnail((THUMB_PIXELS, THUMB_PIXELS))

@@ -28,6 +28,7 @@ from dupwatch.daemon.review.across import PairCount
 from dupwatch.index import FileRecord, Group
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars, labels_of
 from dupwatch.index.errors import DupwatchError
+from dupwatch.index.fingerprint.decode import readable_formats
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ReportSummary:
 def thumbnail(path: bytes) -> str:
     """A small upright JPEG of the image as a data URI; "" when it cannot be decoded."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=readable_formats(path)) as img:  # only safe decoders
             img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))
             small = ImageOps.exif_transpose(img)
             small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)

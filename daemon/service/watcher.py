@@ -28,8 +28,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-from dupwatch.index.fingerprint.formats import is_image_name
-from dupwatch.index.folders import DEFAULT_IGNORE, is_ignored
+from dupwatch.index.folders import DEFAULT_IGNORE, is_candidate, is_ignored, may_be_candidate
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +73,9 @@ Sink = Callable[[Change], None]
 
 
 def is_wanted(path: bytes, root: bytes, ignore: Iterable[str]) -> bool:
-    """An image under `root` whose name and folders are not temporary or hidden ones."""
-    if not is_image_name(os.path.basename(path)):
-        return False
-    return not _has_ignored_part(path, root, ignore)
+    """An image under `root` (by its name, or its first bytes: folders.is_candidate) whose
+    name and folders are not temporary or hidden ones."""
+    return not _has_ignored_part(path, root, ignore) and is_candidate(path, ignore)
 
 
 def _has_ignored_part(path: bytes, root: bytes, ignore: Iterable[str]) -> bool:
@@ -114,7 +112,7 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, FileMovedEvent):
             return self._file_moved(src, dest)
         if isinstance(event, FileDeletedEvent):
-            return Change(ChangeKind.GONE, src) if is_image_name(os.path.basename(src)) else None
+            return Change(ChangeKind.GONE, src) if self._maybe_indexed(src) else None
         if isinstance(event, DirMovedEvent):
             return self._dir_moved(src, dest)
         if isinstance(event, DirCreatedEvent):
@@ -128,7 +126,7 @@ class _Handler(FileSystemEventHandler):
         if not src:  # moved in from outside the roots
             return Change(ChangeKind.FILE, dest) if self._wanted(dest) else None
         if not dest or not self._wanted(dest):  # moved out, or renamed to a temporary name
-            return Change(ChangeKind.GONE, src) if is_image_name(os.path.basename(src)) else None
+            return Change(ChangeKind.GONE, src) if self._maybe_indexed(src) else None
         return Change(ChangeKind.MOVE, src, dest)
 
     def _dir_moved(self, src: bytes, dest: bytes) -> Change | None:
@@ -140,6 +138,11 @@ class _Handler(FileSystemEventHandler):
 
     def _wanted(self, path: bytes) -> bool:
         return is_wanted(path, self.root, self.ignore)
+
+    def _maybe_indexed(self, path: bytes) -> bool:
+        """A path gone from the disk that could have been an image (its bytes are gone, so
+        only its name can say): the writer looks it up in the index."""
+        return may_be_candidate(path, self.ignore)
 
     def _ignored_dir(self, path: bytes) -> bool:
         return _has_ignored_part(path, self.root, self.ignore)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dupwatch.index.errors import (
+    NOT_AN_IMAGE,
     DecompressionBomb,
     EmptyFile,
     FingerprintError,
@@ -31,7 +32,7 @@ from dupwatch.index.errors import (
     TruncatedImage,
     UnreadableFile,
 )
-from dupwatch.index.fingerprint.formats import WANTED_FORMATS, looks_like_image
+from dupwatch.index.fingerprint.formats import formats_for, looks_like_image
 from dupwatch.index.fingerprint.geometry import thumbnail_factor
 
 try:  # HEIC/AVIF through the optional extra `dupwatch[heif]`
@@ -163,7 +164,7 @@ def decoding(path: FilePath, data: bytes) -> Iterator[None]:
         if looks_like_image(data):
             reason = "truncated or corrupt image data: the header cannot be read"
             raise TruncatedImage(path, reason) from error
-        raise NotAnImage(path, "not an image (unrecognised format)") from error
+        raise NotAnImage(path, f"{NOT_AN_IMAGE} (unrecognised format)") from error
     except DECODE_ERRORS as error:
         reason = f"truncated or corrupt image data: {error or type(error).__name__}"
         raise TruncatedImage(path, reason) from error
@@ -177,7 +178,7 @@ def open_image(path: FilePath, data: bytes, max_pixels: int | None) -> Image.Ima
     with _warnings_lock, warnings.catch_warnings():
         # Our own check below is the limit; Pillow's warning would only print.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data), formats=_read_formats())
+        img = Image.open(io.BytesIO(data), formats=readable_formats(path))
     width, height = img.size
     if max_pixels is not None and width * height > max_pixels:
         reason = (
@@ -234,10 +235,17 @@ def to_gray(path: FilePath, img: Image.Image) -> Image.Image:
     try:
         return img.convert("L")  # already loaded: a ValueError here is about the mode
     except ValueError as error:
-        raise NotAnImage(path, f"cannot convert pixel mode {img.mode} to grayscale") from error
+        reason = f"{NOT_AN_IMAGE} dupwatch can read: pixel mode {img.mode} has no grayscale"
+        raise NotAnImage(path, reason) from error
+
+
+def readable_formats(path: FilePath) -> tuple[str, ...]:
+    """The Pillow decoders allowed to read the file at `path` (formats.formats_for), those
+    this Pillow has: pass them as Image.open(..., formats=) wherever a file is opened."""
+    return _available(formats_for(path))
 
 
 @cache
-def _read_formats() -> tuple[str, ...]:
+def _available(wanted: tuple[str, ...]) -> tuple[str, ...]:
     Image.init()
-    return tuple(name for name in WANTED_FORMATS if name in Image.OPEN)
+    return tuple(name for name in wanted if name in Image.OPEN)
