@@ -112,6 +112,11 @@ class Index:
         with self.store.read() as txn:
             return txn.stat(self.store.dbs[b"files"])["entries"]
 
+    def pair_count(self) -> int:
+        """How many duplicate pairs are stored (a count kept by LMDB: no pair is read)."""
+        with self.store.read() as txn:
+            return txn.stat(self.store.dbs[b"pairs"])["entries"] // 2  # both directions
+
     # Reading
 
     def files(self) -> Iterator[FileRecord]:

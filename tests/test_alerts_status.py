@@ -159,7 +159,7 @@ def test_status_names_the_files_that_failed_and_works_without_the_service(
     assert offline.returncode == 1, offline.stderr  # 1: the service is not running
     lines = offline.stdout.splitlines()
     assert lines[0].startswith("dupwatch service: not running (")
-    assert lines[1] == f"index    {daemon.index} (2 files, 1 duplicate groups)"
+    assert lines[1] == f"index    {daemon.index} (2 files, duplicate groups: 1)"
     assert f"folders  {daemon.root}" in lines
     assert f"failed   {daemon.root}/notes.jpg: not an image (unrecognised format)" in lines
     answer = json.loads(daemon.cli("status", "--json").stdout)

@@ -18,6 +18,9 @@ from dupwatch.daemon.render import dumps, printable
 from dupwatch.daemon.wire.client import Client, DaemonNotRunning
 
 SHOWN_FAILURES = 5  # the last files that failed, with their reason
+# Past this many stored pairs the groups are not counted for `status` (it would take seconds:
+# 3,000 copies of one blank frame are 4.5 million pairs); `dupwatch groups` lists them.
+COUNT_GROUPS_UP_TO = 200_000
 
 
 def status(args: argparse.Namespace) -> int:
@@ -104,7 +107,7 @@ def offline_status(index_path: str, error: DaemonNotRunning) -> dict[str, Any]:
         return {
             **summary,
             "files": len(index),
-            "groups": len(index.groups()),
+            "groups": len(index.groups()) if index.pair_count() <= COUNT_GROUPS_UP_TO else None,
             "roots": [os.fsdecode(root) for root in index.roots()],
             "failed": len(failures),
             "last_failures": [
@@ -124,9 +127,9 @@ def offline_lines(summary: dict[str, Any]) -> list[str]:
             *lines,
             f"index    {index}: none yet (run `dupwatch scan DIR` or `dupwatch daemon DIR`)",
         ]
-    lines.append(
-        f"index    {index} ({summary['files']} files, {summary['groups']} duplicate groups)"
-    )
+    groups = summary["groups"]
+    counted = "not counted here (many pairs): see `dupwatch groups`" if groups is None else groups
+    lines.append(f"index    {index} ({summary['files']} files, duplicate groups: {counted})")
     lines += [f"folders  {printable(root)}" for root in summary["roots"]] or [
         "folders  none watched"
     ]
