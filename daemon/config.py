@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "dupwatch.sock"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# More hashing processes than this only fight over the cores and the memory (each may use up
+# to 4 GiB of address space).
+MAX_WORKERS = 64
 
 
 class ConfigError(DupwatchError):
@@ -205,6 +208,9 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("workers", "subscriber_queue", "rescan_interval_s", "hash_timeout_s"):
         if key in values and values[key] <= 0:
             raise ConfigError(f"{file}: {key} must be positive, not {values[key]}")
+    if values.get("workers", 1) > MAX_WORKERS:
+        workers = values["workers"]
+        raise ConfigError(f"{file}: workers must be from 1 to {MAX_WORKERS}, not {workers}")
     if "radius" in values and not 0 <= values["radius"] <= MAX_RADIUS:
         raise ConfigError(f"{file}: radius must be from 0 to {MAX_RADIUS}, not {values['radius']}")
     if "log_level" in values:

@@ -94,7 +94,7 @@ def test_the_same_bytes_cannot_be_told_apart(pics: Path, index: Path) -> None:
     assert result.returncode == 2
     assert "have the same bytes: they are one picture" in result.stderr
     unknown = dupwatch("ignore", pics / "coffee.png", pics / "nowhere.jpg", index=index)
-    assert unknown.returncode == 2 and "nowhere.jpg: not indexed" in unknown.stderr
+    assert unknown.returncode == 2 and "nowhere.jpg: no such file" in unknown.stderr
 
 
 def test_a_new_copy_of_an_ignored_picture_brings_no_match_for_that_pair(

@@ -216,12 +216,16 @@ def undo(args: argparse.Namespace) -> int:
 
 
 def ignore(args: argparse.Namespace) -> int:
+    if args.list and (args.images or args.group or args.remove):
+        raise DupwatchError("ignore --list takes no IMG, --group or --remove")
+    if args.group and args.images:
+        raise DupwatchError("ignore --group IMG takes no other IMG")
     with existing_index(args) as index:
         if args.list:
             return show_ignored(ignored_pairs(index), as_json=args.json)
-        if args.remove:
-            return show_unignored(unignore(index, args.images), as_json=args.json)
         images = group_paths(index, args.group) if args.group else args.images
+        if args.remove:
+            return show_unignored(unignore(index, images), as_json=args.json)
         return show_newly_ignored(ignore_pairs(index, images), as_json=args.json)
 
 

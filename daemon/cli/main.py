@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("folders", nargs="+", metavar="DIR")
     scan.add_argument(
-        "--workers", type=options.positive, metavar="N", help="hashing processes (default: cores)"
+        "--workers", type=options.workers, metavar="N", help="hashing processes (default: cores)"
     )
 
     query = command("query", "what in the index duplicates these images", matching, output)
@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         grouping,
         exports,
     )
-    groups.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    groups.add_argument(
+        "folders", nargs="*", type=options.folder, metavar="DIR", help="only groups touching these"
+    )
     add_review_commands(command, matching, output, grouping)
     compare = command(
         "compare", "how two images compare under each hash; calibrate --radius",
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
     )
     reindex = command("reindex", "hash every indexed file again (new hash version)")
-    reindex.add_argument("--workers", type=options.positive, metavar="N", help="hashing processes")
+    reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
     daemon = command("daemon", "run the service in the foreground", matching)
     daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
     command("alerts", "follow the live alert stream of the service", output)
@@ -237,7 +239,9 @@ def add_review_commands(
         grouping,
         sidecar,
     )
-    report.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    report.add_argument(
+        "folders", nargs="*", type=options.folder, metavar="DIR", help="only groups touching these"
+    )
     report.add_argument(
         "--out",
         metavar="FILE",
@@ -257,7 +261,9 @@ def add_review_commands(
         grouping,
         sidecar,
     )
-    dedupe.add_argument("folders", nargs="*", metavar="DIR", help="only groups touching these")
+    dedupe.add_argument(
+        "folders", nargs="*", type=options.folder, metavar="DIR", help="only groups touching these"
+    )
     dedupe.add_argument("--to", required=True, metavar="QUARANTINE", help="where copies go")
     dedupe.add_argument("--dry-run", action="store_true", help="print the moves, move nothing")
     undo = command("undo", "put back what a dedupe moved", output)

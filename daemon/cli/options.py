@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from dupwatch.daemon.config import MAX_WORKERS
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.fingerprint.transforms import parse_transforms
 from dupwatch.index.matches import MAX_RADIUS
@@ -24,12 +25,20 @@ def radius(text: str) -> int:
     return value
 
 
-def positive(text: str) -> int:
-    """A count of at least 1 (hashing processes)."""
+def workers(text: str) -> int:
+    """A number of hashing processes, 1 to MAX_WORKERS (as the config's `workers`)."""
     value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WORKERS}, not {value}")
     return value
+
+
+def folder(text: str) -> str:
+    """A folder that exists: a misspelt one would select nothing and read as "no duplicates"."""
+    if not os.path.isdir(text):
+        what = "not a folder" if os.path.exists(text) else "no such folder"
+        raise argparse.ArgumentTypeError(f"{text}: {what}")
+    return text
 
 
 def existing(text: str) -> str:

@@ -126,6 +126,9 @@ class Store:
                 self.env = lmdb.open(self.folder, map_size=map_size, max_dbs=len(TABLES))
         except lmdb.Error as error:
             raise StoreError(f"{self.folder}: cannot open the index: {error}") from error
+        except OSError as error:  # the folder cannot be made: a file in the way, no such parent
+            reason = error.strerror or str(error)
+            raise StoreError(f"{self.folder}: cannot make the index folder: {reason}") from None
         try:
             self.dbs = {
                 name: self.env.open_db(name, create=not readonly, dupsort=dupsort)
