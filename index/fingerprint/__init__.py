@@ -6,7 +6,8 @@
 - `phash.py`: the pHashes of a grayscale picture (whole, eight orientations, crop regions).
 - `geometry.py`: turning the hash input, finding the picture inside uniform borders.
 - `transforms.py`: the names of the transforms and crop regions (no numpy: the command line
-  checks `--transforms` with it); `formats.py`: which names and bytes are images.
+  checks `--transforms` with it); `formats.py`: which names and first bytes make a file an
+  image, and which of Pillow's decoders may read it.
 - `pixels.py`: pixel digests, to tell a `pixel` match; `confirm.py`: the pixel check of a
   match through a transform.
 
