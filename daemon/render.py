@@ -8,16 +8,28 @@ import sys
 import time
 from typing import IO, Any
 
-from dupwatch.index import FileRecord, Group
+from dupwatch.index.groups import Group, Member
+from dupwatch.index.store.records import FileRecord
 
 FORMATS = ("text", "json", "csv", "imagededup")  # of groups: --format
 
 
 def group_to_json(group: Group) -> dict:
-    """{"keep": PATH, "files": [...]}; the keeper comes first in "files", as kind "keep"."""
+    """{"keep": PATH, "why": TEXT, "files": [...]}; the keeper comes first in "files", as
+    kind "keep"."""
     keep = _file_json(group.keep, "keep", 0)
-    members = [_file_json(m.record, str(m.kind), m.distance, m.transform) for m in group.members]
-    return {"keep": group.keep.fspath, "files": [keep, *members]}
+    members = [_member_json(m) for m in group.members]
+    return {"keep": group.keep.fspath, "why": group.why, "files": [keep, *members]}
+
+
+def _member_json(member: Member) -> dict:
+    out = _file_json(member.record, str(member.kind), member.distance, member.transform)
+    if member.via is not None:
+        out["via"] = member.via.fspath  # a copy of this member, not of the keeper
+    if member.same_as is not None:
+        out["same_as"] = member.same_as.fspath  # the same bytes or pixels as this member
+        out["same_kind"] = str(member.same_kind)
+    return out
 
 
 def _file_json(record: FileRecord, kind: str, distance: int, transform: str | None = None) -> dict:
@@ -68,16 +80,19 @@ def human_size(size: int) -> str:
 
 def group_lines(group: Group) -> list[str]:
     keep = group.keep
+    why = f"; {group.why}" if group.why else ""
     lines = [
-        f"keep   {printable(keep.path)}  ({keep.width}x{keep.height}, {human_size(keep.size)})"
+        f"keep   {printable(keep.path)}  ({keep.width}x{keep.height}, {human_size(keep.size)}{why})"
     ]
     for m in group.members:
         r = m.record
-        how = f", {m.transform}" if m.transform else ""
-        lines.append(
-            f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  "
-            f"({r.width}x{r.height}, {human_size(r.size)}{how})"
-        )
+        notes = [f"{r.width}x{r.height}", human_size(r.size)]
+        notes += [m.transform] if m.transform else []
+        notes += [f"via {printable(m.via.path)}"] if m.via is not None else []
+        if m.same_as is not None:
+            notes.append(f"same {'bytes' if m.same_kind == 'exact' else 'pixels'} as "
+                         f"{printable(m.same_as.path)}")  # fmt: skip
+        lines.append(f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  ({', '.join(notes)})")
     return lines
 
 

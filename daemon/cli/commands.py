@@ -4,6 +4,7 @@ ignore, compare, check and reindex (parse in main.py, call the library, print)."
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -31,15 +32,15 @@ from dupwatch.daemon.review.exports import (
     show_unignored,
 )
 from dupwatch.daemon.review.report import open_in_browser, report_summary_line, write_report
-from dupwatch.daemon.splits import across_splits
+from dupwatch.daemon.splits import Splits, across_splits, as_splits, split_of
 from dupwatch.index.cleanup.quarantine import dedupe as dedupe_groups
 from dupwatch.index.cleanup.quarantine import plan_dedupe
 from dupwatch.index.cleanup.quarantine import undo as undo_moves
-from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS
+from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars
 from dupwatch.index.compare import compare as compare_images
 from dupwatch.index.errors import DupwatchError, FingerprintError, StoreError
 from dupwatch.index.folders import absolute
-from dupwatch.index.groups import Group
+from dupwatch.index.groups import Group, Labelled
 from dupwatch.index.hashing.limits import bounded
 from dupwatch.index.ignore import group_paths, unignore
 from dupwatch.index.ignore import ignore as ignore_pairs
@@ -56,14 +57,31 @@ def chosen_groups(
     config_splits = args.config_values.splits
     splits = across_splits(args.across, folders, config_splits)
     groups = select_groups(
-        index, folders, across=splits, radius=args.radius, keep=args.keep, prefer=args.prefer
+        index,
+        folders,
+        across=splits,
+        radius=args.radius,
+        keep=args.keep,
+        prefer=args.prefer,
+        labelled=labelled_by(sidecar_patterns(args), as_splits(config_splits or {})),
     )
     return groups, pair_counts(groups, splits) if splits else []
 
 
 def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
     configured = args.config_values.sidecars
-    return tuple(args.sidecar or configured or DEFAULT_SIDECARS)
+    return tuple(getattr(args, "sidecar", None) or configured or DEFAULT_SIDECARS)
+
+
+def labelled_by(patterns: tuple[str, ...], splits: Splits) -> Labelled:
+    """Whether a copy carries labels: a label file beside it (`patterns`), or a place in
+    one of the configured splits. Asked once per file."""
+
+    @functools.cache
+    def labelled(path: bytes) -> bool:
+        return split_of(path, splits) is not None or bool(find_sidecars(path, patterns))
+
+    return lambda record: labelled(record.path)
 
 
 def scan(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from dupwatch.daemon.cli.settings import EXIT_ERROR
 from dupwatch.daemon.config import load_config
 from dupwatch.daemon.render import FORMATS
 from dupwatch.index.errors import DupwatchError
-from dupwatch.index.groups import KEEP_POLICIES
+from dupwatch.index.groups import DEFAULT_KEEP, KEEP_POLICIES
 
 log = logging.getLogger("dupwatch")
 
@@ -174,7 +174,11 @@ def grouping_options() -> argparse.ArgumentParser:
         help="only duplicates between different DIRs (or the config's splits): leakage",
     )
     grouping.add_argument(
-        "--keep", choices=KEEP_POLICIES, default="largest", help="which copy to keep"
+        "--keep",
+        choices=KEEP_POLICIES,
+        default=DEFAULT_KEEP,
+        help="which copy to keep: a labelled one (a label file, or in a split), then the "
+        "largest; or the largest, newest, oldest, or shortest path (default: %(default)s)",
     )
     grouping.add_argument(
         "--prefer", action="append", default=[], metavar="DIR", help="keep the copy in DIR"
