@@ -1,12 +1,10 @@
-"""How results look: the JSON shapes of DESIGN.md, the plain-text lines, a progress bar."""
+"""How results look: the JSON shapes of DESIGN.md and the plain-text lines."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
-from typing import IO, Any
+from typing import Any
 
 from dupwatch.index.groups import Group, Member
 from dupwatch.index.store.records import FileRecord
@@ -101,31 +99,3 @@ def match_line(match: dict[str, Any]) -> str:
     how = match.get("transform")
     suffix = "  (itself)" if match.get("self") else f"  ({how})" if how else ""
     return f"  {match['kind']:<5} {match['distance']:>2}  {printable(match['path'])}{suffix}"
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
-
-    def __init__(self, label: str, stream: IO[str] = sys.stderr) -> None:
-        self.label = label
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last_draw < 0.1 and done < total):
-            return
-        self.last_draw = now
-        width = 30
-        filled = width * done // max(total, 1)
-        rate = done / max(now - self.started, 1e-9)
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:.0f}/s")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled and self.last_draw:
-            self.stream.write("\n")
-            self.stream.flush()

@@ -21,7 +21,8 @@ from dupwatch.daemon.cli.settings import (
     print_failures,
     settings,
 )
-from dupwatch.daemon.render import ProgressBar, dumps, printable, show_query
+from dupwatch.daemon.progress import Progress
+from dupwatch.daemon.render import dumps, printable, show_query
 from dupwatch.daemon.review.across import PairCount, pair_counts, select_groups
 from dupwatch.daemon.review.exports import (
     emit_groups,
@@ -68,6 +69,10 @@ def chosen_groups(
     return groups, pair_counts(groups, splits) if splits else []
 
 
+def hashing_progress(args: argparse.Namespace) -> Progress:
+    return Progress("hashing", enabled=args.progress)
+
+
 def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
     configured = args.config_values.sidecars
     return tuple(getattr(args, "sidecar", None) or configured or DEFAULT_SIDECARS)
@@ -90,9 +95,9 @@ def scan(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             raise DupwatchError(f"{printable(folder)}: not a folder")
     with open_index(args) as index:
-        bar = ProgressBar("hashing")
-        report = index.update(folders, workers=args.workers, progress=bar)
-        bar.finish()
+        progress = hashing_progress(args)
+        report = index.update(folders, workers=args.workers, progress=progress)
+        progress.finish()
         groups, pairs = chosen_groups(index, args, folders)
     summary = {
         "seen": report.seen,
@@ -224,9 +229,9 @@ def reindex(args: argparse.Namespace) -> int:
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
     with Index.open(path, radius=settings(args).radius, check_params=False) as index:
-        bar = ProgressBar("hashing")
-        report = index.reindex(workers=args.workers, progress=bar)
-        bar.finish()
+        progress = hashing_progress(args)
+        report = index.reindex(workers=args.workers, progress=progress)
+        progress.finish()
     print_failures(report.failed)
     print(
         f"dupwatch: {report.hashed} images hashed again, {len(report.failed)} unreadable",

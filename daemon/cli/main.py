@@ -18,6 +18,7 @@ from importlib import import_module
 
 from dupwatch.daemon.cli.settings import EXIT_ERROR
 from dupwatch.daemon.config import load_config
+from dupwatch.daemon.labelstudio import command as labelstudio_command
 from dupwatch.daemon.render import FORMATS
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.groups import DEFAULT_KEEP, KEEP_POLICIES
@@ -42,6 +43,7 @@ HANDLERS = {
     "watch": "cli.remote:watch",
     "unwatch": "cli.remote:watch",
     "notify": "cli.remote:notify",
+    "labelstudio": "cli.remote:labelstudio",
     "service": "cli.units:service_command",
 }
 
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("folders", nargs="+", metavar="DIR")
     scan.add_argument("--workers", type=int, metavar="N", help="hashing processes (default: cores)")
+    add_progress_option(scan)
 
     query = command("query", "what in the index duplicates these images", matching, output)
     query.add_argument("images", nargs="+", metavar="IMG")
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reindex = command("reindex", "hash every indexed file again (new hash version)")
     reindex.add_argument("--workers", type=int, metavar="N", help="hashing processes")
+    add_progress_option(reindex)
     daemon = command("daemon", "run the service in the foreground", matching)
     daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
     command("alerts", "follow the live alert stream of the service", output)
@@ -157,12 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
         change = command(name, f"{verb} a watched folder (remembered)", output)
         change.add_argument("folder", metavar="DIR")
     command("notify", "show each duplicate as a desktop notification")
+    labelstudio = command("labelstudio", labelstudio_command.HELP)
+    labelstudio_command.add_arguments(labelstudio)
     service = command("service", "install or remove the systemd user units")
     service.add_argument("action", choices=("install", "uninstall"))
     service.add_argument(
         "--force", action="store_true", help="replace unit files dupwatch did not write"
     )
     return parser
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show progress on stderr (default: on a terminal only; without one, a line "
+        "every few seconds)",
+    )
 
 
 def grouping_options() -> argparse.ArgumentParser:
