@@ -6,6 +6,7 @@ Layers, each importing only those before it (and dupwatch.index):
 - `wire/`: the socket protocol and its client.
 - `service/`: the running service (watcher, writer, hashing processes, socket server, ops,
   systemd); `review/`: the HTML report, exports, groups across splits; `desktop/`: the
-  desktop-notification bridge. None of these imports another.
+  desktop-notification bridge; `labelstudio/`: the Label Studio bridge. None of these
+  imports another.
 - `cli/`: the `dupwatch` command, on top of everything.
 """

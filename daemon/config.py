@@ -36,6 +36,39 @@ class ConfigError(DupwatchError):
 
 
 @dataclass(frozen=True)
+class LabelStudioConfig:
+    """The `[labelstudio]` table of the config file (all optional)."""
+
+    url: str | None = None
+    project: int | None = None
+    token_file: Path | None = None
+
+
+def check_labelstudio(file: Path | str, value: object) -> LabelStudioConfig:
+    """The `[labelstudio]` table of `file` checked; raises DupwatchError naming the key."""
+    if not isinstance(value, dict):
+        raise DupwatchError(f"{file}: labelstudio must be a table (url, project, token_file)")
+    for key, item in value.items():
+        expected = LABELSTUDIO_KEYS.get(key)
+        if expected is None:
+            raise DupwatchError(
+                f"{file}: unknown setting labelstudio.{key}; known: {', '.join(LABELSTUDIO_KEYS)}"
+            )
+        if not isinstance(item, expected) or isinstance(item, bool):
+            raise DupwatchError(f"{file}: labelstudio.{key} has the wrong type")
+    if "project" in value and value["project"] <= 0:
+        raise DupwatchError(f"{file}: labelstudio.project must be a project id (above 0)")
+    token_file = value.get("token_file")
+    return LabelStudioConfig(
+        url=value.get("url"),
+        project=value.get("project"),
+        token_file=(Path(file).parent / os.path.expanduser(token_file)).absolute()
+        if token_file
+        else None,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the service and its commands need to know; paths are absolute."""
 
@@ -55,6 +88,7 @@ class Config:
     # A file not fingerprinted within this is skipped and reported (a decoder gone astray).
     hash_timeout_s: float = HASH_TIMEOUT_S
     log_level: str = "INFO"
+    labelstudio: LabelStudioConfig = field(default_factory=LabelStudioConfig)  # the bridge's
 
     def replace(self, **changes: Any) -> Config:
         """A copy with `changes` applied, ignoring the ones that are None (paths made absolute)."""
@@ -133,7 +167,9 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "rescan_interval_s": (int, float),
     "hash_timeout_s": (int, float),
     "log_level": str,
+    "labelstudio": dict,  # [labelstudio]: url, project, token_file
 }
+LABELSTUDIO_KEYS = {"url": str, "project": int, "token_file": str}
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -196,6 +232,11 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
     if "splits" in values:
         try:
             values["splits"] = check_splits(file, values["splits"])
+        except DupwatchError as error:
+            raise ConfigError(str(error)) from None
+    if "labelstudio" in values:
+        try:
+            values["labelstudio"] = check_labelstudio(file, values["labelstudio"])
         except DupwatchError as error:
             raise ConfigError(str(error)) from None
     if "sidecars" in values:

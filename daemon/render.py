@@ -1,24 +1,34 @@
-"""How results look: the JSON shapes of DESIGN.md, the plain-text lines, a progress bar."""
+"""How results look: the JSON shapes of DESIGN.md and the plain-text lines."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the command line starts without LMDB
-    from dupwatch.index import FileRecord, Group
+    from dupwatch.index.groups import Group, Member
+    from dupwatch.index.store.records import FileRecord
 
 FORMATS = ("text", "json", "csv", "imagededup")  # of groups: --format
 
 
 def group_to_json(group: Group) -> dict:
-    """{"keep": PATH, "files": [...]}; the keeper comes first in "files", as kind "keep"."""
+    """{"keep": PATH, "why": TEXT, "files": [...]}; the keeper comes first in "files", as
+    kind "keep"."""
     keep = _file_json(group.keep, "keep", 0)
-    members = [_file_json(m.record, str(m.kind), m.distance, m.transform) for m in group.members]
-    return {"keep": group.keep.fspath, "files": [keep, *members]}
+    members = [_member_json(m) for m in group.members]
+    return {"keep": group.keep.fspath, "why": group.why, "files": [keep, *members]}
+
+
+def _member_json(member: Member) -> dict:
+    out = _file_json(member.record, str(member.kind), member.distance, member.transform)
+    if member.via is not None:
+        out["via"] = member.via.fspath  # a copy of this member, not of the keeper
+    if member.same_as is not None:
+        out["same_as"] = member.same_as.fspath  # the same bytes or pixels as this member
+        out["same_kind"] = str(member.same_kind)
+    return out
 
 
 def _file_json(record: FileRecord, kind: str, distance: int, transform: str | None = None) -> dict:
@@ -69,16 +79,19 @@ def human_size(size: int) -> str:
 
 def group_lines(group: Group) -> list[str]:
     keep = group.keep
+    why = f"; {group.why}" if group.why else ""
     lines = [
-        f"keep   {printable(keep.path)}  ({keep.width}x{keep.height}, {human_size(keep.size)})"
+        f"keep   {printable(keep.path)}  ({keep.width}x{keep.height}, {human_size(keep.size)}{why})"
     ]
     for m in group.members:
         r = m.record
-        how = f", {m.transform}" if m.transform else ""
-        lines.append(
-            f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  "
-            f"({r.width}x{r.height}, {human_size(r.size)}{how})"
-        )
+        notes = [f"{r.width}x{r.height}", human_size(r.size)]
+        notes += [m.transform] if m.transform else []
+        notes += [f"via {printable(m.via.path)}"] if m.via is not None else []
+        if m.same_as is not None:
+            notes.append(f"same {'bytes' if m.same_kind == 'exact' else 'pixels'} as "
+                         f"{printable(m.same_as.path)}")  # fmt: skip
+        lines.append(f"  {m.kind:<5} {m.distance:>2}  {printable(r.path)}  ({', '.join(notes)})")
     return lines
 
 
@@ -87,38 +100,3 @@ def match_line(match: dict[str, Any]) -> str:
     how = match.get("transform")
     suffix = "  (itself)" if match.get("self") else f"  ({how})" if how else ""
     return f"  {match['kind']:<5} {match['distance']:>2}  {printable(match['path'])}{suffix}"
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal's stderr. When stderr is not a terminal it is
-    silent, or with `plain` prints a line now and then ("thumbnails 120/500") for a log."""
-
-    def __init__(self, label: str, stream: IO[str] = sys.stderr, *, plain: bool = False) -> None:
-        self.label = label
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.enabled = self.tty or plain
-        self.every_s = 0.1 if self.tty else 2.0
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last_draw < self.every_s and done < total):
-            return
-        self.last_draw = now
-        rate = done / max(now - self.started, 1e-9)
-        if not self.tty:
-            self.stream.write(f"dupwatch: {self.label} {done}/{total} {rate:.0f}/s\n")
-            self.stream.flush()
-            return
-        width = 30
-        filled = width * done // max(total, 1)
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:.0f}/s")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty and self.last_draw:
-            self.stream.write("\n")
-            self.stream.flush()

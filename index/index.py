@@ -22,7 +22,15 @@ from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, Unr
 from dupwatch.index.fingerprint.file import HASH_PARAMS, Fingerprint, fingerprint
 from dupwatch.index.fingerprint.transforms import parse_transforms
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
-from dupwatch.index.groups import KEEP_POLICIES, Group, build_groups, keeper_rank, wanted_pairs
+from dupwatch.index.groups import (
+    DEFAULT_KEEP,
+    Group,
+    Keeper,
+    Labelled,
+    build_groups,
+    derived_copies,
+    wanted_pairs,
+)
 from dupwatch.index.matches import (
     DEFAULT_RADIUS,
     AddResult,
@@ -336,21 +344,23 @@ class Index:
         self,
         radius: int | None = None,
         *,
-        keep: str = "largest",
+        keep: str = DEFAULT_KEEP,
         prefer: Sequence[str | bytes | os.PathLike] = (),
         pair_filter: Callable[[FileRecord, FileRecord], bool] | None = None,
+        labelled: Labelled | None = None,
     ) -> list[Group]:
         """Duplicate groups, each built around its keeper (the copy to keep).
 
-        Every member is within `radius` of its keeper (or exact/pixel with it):
-        groups do not chain, so A~B and B~C never put a distant A and C together.
-        The keeper is chosen by keeper_rank(keep, prefer). Pairs marked "not a
-        duplicate" (index/ignore.py) and pairs `pair_filter` rejects (it must be
-        symmetric) are left out. Largest groups first.
+        Every member is within `radius` of its keeper (or exact/pixel with it), except a
+        copy that matches only another member, which is shown `via` it: groups do not
+        chain, so A~B and B~C never put a distant A and C together as copies of one keeper.
+        The keeper is chosen by groups.Keeper: `prefer` folders first, then (policy
+        "labelled") copies `labelled` says have labels, then the picture itself over the
+        copies made from it, then the `keep` policy. Pairs marked "not a duplicate"
+        (index/ignore.py) and pairs `pair_filter` rejects (it must be symmetric) are left
+        out. Largest groups first.
         """
         preferred = [absolute(folder) for folder in prefer]
-        if keep not in KEEP_POLICIES:
-            raise ValueError(f"keeper policy {keep!r} is not one of {', '.join(KEEP_POLICIES)}")
         radius = check_radius(self.radius if radius is None else radius)
         with self.store.read() as txn:
             pair_radius = self.pairs.radius(txn)
@@ -366,7 +376,8 @@ class Index:
             records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
             ignored = ignored_keys(self.store, txn)
         kept = wanted_pairs(records, pairs, ignored, pair_filter)
-        return build_groups(records, kept, lambda r: keeper_rank(r, keep, preferred))
+        keeper = Keeper(keep, preferred, labelled, frozenset(derived_copies(records, kept)))
+        return build_groups(records, kept, keeper)
 
     def recompute_pairs(self, radius: int) -> None:
         """Store the pairs of every file again, at a new radius."""

@@ -232,7 +232,7 @@ def test_each_command_help_shows_defaults_and_examples() -> None:
         assert result.returncode == 0
         assert "examples:" in result.stdout and f"  dupwatch {command}" in result.stdout
     groups = dupwatch("groups", "--help").stdout
-    assert "(default: largest)" in groups and "else 12)" in groups
+    assert "(default: labelled)" in groups and "else 12)" in groups
     assert "(default: None)" not in groups and "(default: False)" not in groups
     assert "$XDG_CACHE_HOME/dupwatch/report.html" in dupwatch("report", "--help").stdout
 

@@ -63,8 +63,11 @@ def test_dry_run_prints_the_moves_and_moves_nothing(pics: Path, index: Path, tmp
     result = dupwatch("dedupe", "--to", quarantine, "--dry-run", index=index)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert all(line.startswith("would move ") for line in lines)
-    sources = {line.split()[2] for line in lines}
+    keeps = [line for line in lines if line.startswith("keep ")]
+    moves = [line for line in lines if line.startswith("  would move ")]
+    assert len(keeps) == 2 and len(keeps) + len(moves) == len(lines)
+    assert all(line.endswith(")") for line in keeps)  # why each copy is the one kept
+    sources = {line.split()[2] for line in moves}
     assert sources == {str(pics / name) for name in NON_KEEPERS | {"small.txt"}}
     assert "coffee.txt: also the label of" in result.stderr
     assert snapshot(pics) == before and not quarantine.exists()
@@ -191,7 +194,8 @@ def test_keeper_policies_choose_the_copy_to_keep(pics: Path, index: Path) -> Non
 
 
 def test_groups_do_not_chain_and_dedupe_never_moves_the_last_copy(tmp_path: Path) -> None:
-    """A~B and B~C with A and C apart: A and C are never grouped, and C is not moved."""
+    """A~B and B~C with A and C apart: C is never a copy of A's (it is shown via B), and it
+    is not moved."""
     pics = tmp_path / "chain"
     pics.mkdir()
     index_path = tmp_path / "index"
@@ -205,8 +209,10 @@ def test_groups_do_not_chain_and_dedupe_never_moves_the_last_copy(tmp_path: Path
         [group] = index.groups()
         plan = plan_dedupe(index.groups(), tmp_path / "quarantine")
     assert Path(group.keep.fspath).name == "a.png"
-    assert {Path(m.record.fspath).name for m in group.members} == {"b.png"}
+    via = {Path(m.record.fspath).name: m.via and Path(m.via.fspath).name for m in group.members}
+    assert via == {"b.png": None, "c.png": "b.png"}
     assert [Path(os.fsdecode(m.source)).name for m in plan.moves] == ["b.png"]
+    assert any("c.png: a copy of" in note and "left in place" in note for note in plan.notes)
 
     quarantine = tmp_path / "quarantine"
     result = dupwatch("dedupe", "--to", quarantine, "--radius", "4", "--json", index=index_path)

@@ -46,7 +46,7 @@ def test_csv_has_one_row_per_file_and_agrees_with_json(index: Path) -> None:
     assert result.returncode == 0
     # Names go out as their own bytes, so a name that is not UTF-8 reads back the same.
     rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8", "surrogateescape"))))
-    assert list(rows[0]) == [*FIELDS, "width", "height", "bytes", "transform"]
+    assert list(rows[0]) == [*FIELDS, "width", "height", "bytes", "transform", "via"]
     expected = [
         {
             "group": str(n),
@@ -58,6 +58,7 @@ def test_csv_has_one_row_per_file_and_agrees_with_json(index: Path) -> None:
             "height": str(f["height"]),
             "bytes": str(f["bytes"]),
             "transform": f.get("transform", ""),
+            "via": f.get("via", ""),
         }
         for n, g in enumerate(groups_json(index), 1)
         for f in g["files"]

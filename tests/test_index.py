@@ -151,7 +151,8 @@ def test_groups_keep_the_largest_resolution(folder: Path, index: Index) -> None:
 
 
 def test_groups_are_built_around_the_keeper_and_do_not_chain(tmp_path: Path) -> None:
-    """A~B and B~C at the radius, A and C apart: A and C never share a group."""
+    """A~B and B~C at the radius, A and C apart: C is never made a copy of A, it is shown
+    via B (every pair is in a group)."""
     with Index.open(tmp_path / "index", radius=4) as index:
         a, b, c = 0, 0b111, 0b111111  # distances: a-b 3, b-c 3, a-c 6
         stat = os.stat(tmp_path)
@@ -161,8 +162,12 @@ def test_groups_are_built_around_the_keeper_and_do_not_chain(tmp_path: Path) -> 
             index.put(tmp_path / f"{name}.png", fp, stat)
         groups = index.groups()
         assert len(groups) == 1
-        members = {Path(m.record.fspath).name for m in groups[0].members}
-        assert Path(groups[0].keep.fspath).name == "a.png" and members == {"b.png"}
+        members = {
+            Path(m.record.fspath).name: (m.via and Path(m.via.fspath).name, m.distance)
+            for m in groups[0].members
+        }
+        assert Path(groups[0].keep.fspath).name == "a.png"
+        assert members == {"b.png": (None, 3), "c.png": ("b.png", 3)}
 
 
 def test_the_index_survives_closing_and_reopening(folder: Path, tmp_path: Path) -> None:

@@ -6,13 +6,17 @@ test sees every request the page makes and every console message or exception.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
 import shutil
 import stat
+import struct
 import subprocess
+import tempfile
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +27,9 @@ import pytest
 from PIL import Image
 
 from dupwatch.daemon.review.report import PAGE_SIZE, write_report
-from dupwatch.index import FileRecord, Group, Kind, Match
+from dupwatch.index import FileRecord, Group, Kind
 from dupwatch.index.cleanup.sidecars import find_sidecars, labels_of
+from dupwatch.index.groups import Member
 
 from support import DUPWATCH, dupwatch, photo
 
@@ -231,7 +236,7 @@ def fake_groups(pics: Path, count: int) -> list[Group]:
     groups = []
     for n in range(count):
         keep, copy = files[n % len(files)], files[(n + 1) % len(files)]
-        member = Match(record(2 * n + 2, copy), n % 9, Kind.NEAR)
+        member = Member(record(2 * n + 2, copy), n % 9, Kind.NEAR)
         groups.append(Group(record(2 * n + 1, keep), [member]))
     return groups
 
@@ -329,7 +334,7 @@ def test_by_default_the_report_goes_to_the_cache_not_the_dataset(
     out = cache / "dupwatch" / "report.html"
     assert result.stdout.strip() == str(out) and out.exists()  # it says where it went
     assert not list(pics.glob("*.html"))
-    assert "dupwatch: thumbnails 7/7" in result.stderr  # --progress: plain lines off a TTY
+    assert "thumbnails: 7/7 files (100%)" in result.stderr  # --progress: plain lines off a TTY
     quiet = dupwatch("report", "--out", tmp_path / "r.html", index=index)
     assert "thumbnails" not in quiet.stderr  # not asked, not a TTY: no progress lines
 
@@ -338,6 +343,7 @@ def test_on_a_terminal_the_report_shows_its_progress(pics: Path, tmp_path: Path)
     index = tmp_path / "index"
     assert dupwatch("scan", pics, index=index).returncode == 0
     terminal, stderr = pty.openpty()  # stderr is a terminal, as when a person runs it
+    fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # its size
     try:
         result = subprocess.run(
             [DUPWATCH, "--index", index, "report", "--out", tmp_path / "r.html"],
@@ -353,4 +359,126 @@ def test_on_a_terminal_the_report_shows_its_progress(pics: Path, tmp_path: Path)
     finally:
         os.close(terminal)
     assert result.returncode == 0
-    assert b"\rthumbnails [" in shown and b"] 7/7" in shown
+    assert b"\rthumbnails: 100%|" in shown and b"| 7/7 [" in shown
+
+
+def wait_true(browser: Chromium, expression: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not browser.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        time.sleep(0.05)
+
+
+def test_a_click_on_a_thumbnail_opens_the_picture_in_full(report: Path, pics: Path, browser):
+    browser.open(report)
+    assert browser.evaluate("document.getElementById('viewer').hidden") is True
+    browser.evaluate("document.querySelector('main section figure img').click()")
+    assert browser.evaluate("document.getElementById('viewer').hidden") is False
+    shown = "document.querySelector('#panes img')"
+    wait_true(browser, f"{shown}.complete && {shown}.naturalWidth > 0")
+    assert browser.evaluate(f"{shown}.naturalWidth") == 512  # the file, not the thumbnail
+    assert browser.evaluate(f"{shown}.src") == (pics / "astronaut.jpg").as_uri()
+    assert browser.evaluate("document.getElementById('viewer-title').textContent") == (
+        "astronaut.jpg"
+    )
+    browser.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
+    assert browser.evaluate("document.getElementById('viewer').hidden") is True
+    assert browser.complaints() == []
+    network = [u for u in browser.requests() if not u.startswith(("file:", "data:"))]
+    assert network == []
+
+
+def test_any_pair_side_by_side_at_the_same_size(report: Path, browser: Chromium) -> None:
+    browser.open(report)
+    cat = "[...document.querySelectorAll('main section')].find(s => s.innerText.includes('cat'))"
+    browser.evaluate(f"{cat}.querySelector('button.beside').click()")
+    wait_true(browser, "[...document.querySelectorAll('#panes img')].every(i => i.naturalWidth)")
+    sizes = browser.evaluate(
+        "[...document.querySelectorAll('#panes img')].map(i => {"
+        "const r = i.getBoundingClientRect(); return [r.width, r.height, i.naturalWidth]; })"
+    )
+    assert len(sizes) == 2
+    (width_a, height_a, natural_a), (width_b, height_b, natural_b) = sizes
+    assert (width_a, height_a) == (width_b, height_b) and width_a > 200
+    assert (natural_a, natural_b) == (451, 300)  # the keeper and its smaller copy
+    text = browser.evaluate("document.getElementById('panes').innerText")
+    assert "KEEP" in text and "to the keeper" in text and "451×300" in text and "300×200" in text
+    assert "label files: cat.txt" in text and "label files: cat_small.txt" in text
+    assert "labels: 0 ×1" in text and "labels: 3 ×1" in text
+    browser.evaluate("document.getElementById('close').click()")
+    # Any two of a group: picked one after the other.
+    astronaut = "document.querySelector('main section')"
+    browser.evaluate(
+        f"const picks = {astronaut}.querySelectorAll('button.pick'); picks[1].click(); "
+        "picks[2].click()"
+    )
+    assert browser.evaluate("document.querySelectorAll('#panes .pane').length") == 2
+    assert browser.evaluate("document.getElementById('viewer-title').textContent") == (
+        "side by side"
+    )
+    assert browser.complaints() == []
+
+
+def test_class_names_come_from_the_dataset(pics: Path, tmp_path: Path, browser: Chromium):
+    (pics / "classes.txt").write_text("person\nbicycle\ncar\ncat\n")
+    index = tmp_path / "index"
+    assert dupwatch("scan", pics, index=index).returncode == 0
+    out = tmp_path / "named.html"
+    assert dupwatch("report", "--out", out, index=index).returncode == 0
+    browser.open(out)
+    conflicts = browser.evaluate(
+        "[...document.querySelectorAll('.conflict')].map(n => n.textContent)"
+    )
+    assert conflicts == ["labels differ: cat.png: person ×1; cat_small.jpg: cat ×1"]
+
+
+def test_names_from_data_yaml_and_coco_categories(tmp_path: Path) -> None:
+    from dupwatch.daemon.review.classnames import ClassNames
+
+    dataset = tmp_path / "ds"
+    (dataset / "labels" / "train").mkdir(parents=True)
+    (dataset / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nnames:\n  0: person\n  1: traffic light\nnc: 2\n"
+    )
+    label = dataset / "labels" / "train" / "x.txt"
+    label.write_text("1 0.5 0.5 0.1 0.1\n1 0.2 0.2 0.1 0.1\n0 0.3 0.3 0.1 0.1\n7 0 0 1 1\n")
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "annotations" / "instances_val.json").write_text(
+        json.dumps({"images": [], "categories": [{"id": 18, "name": "dog"}]})
+    )
+    (coco / "images").mkdir()
+    per_image = coco / "images" / "y.json"
+    per_image.write_text(json.dumps({"annotations": [{"category_id": 18}, {"category_id": 3}]}))
+    names = ClassNames()
+    assert names.labels([bytes(label)]) == {"traffic light": 2, "person": 1, "7": 1}
+    assert names.labels([bytes(per_image)]) == {"dog": 1, "3": 1}
+
+
+def test_paths_wrap_at_separators_not_inside_names(tmp_path: Path, browser: Chromium) -> None:
+    short = Path(tempfile.mkdtemp(dir="/tmp", prefix="dw"))  # every name fits on one line
+    deep = short.joinpath(*[f"folder_{n}_of_set" for n in range(6)])
+    deep.mkdir(parents=True)
+    photo("coffee.png").save(deep / "picture_0001.png")
+    shutil.copy(deep / "picture_0001.png", deep / "picture_0002.png")
+    index = tmp_path / "index"
+    dupwatch("scan", deep, index=index)
+    out = tmp_path / "deep.html"
+    assert dupwatch("report", "--out", out, index=index).returncode == 0
+    browser.open(out)
+    lines = browser.evaluate(
+        "[...document.querySelectorAll('main .path')].map(p => Math.round("
+        "p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight)))"
+    )
+    assert all(n >= 3 for n in lines), lines  # long enough to wrap...
+    split_names = browser.evaluate(
+        "[...document.querySelectorAll('main .path')].flatMap(p => [...p.childNodes])"
+        ".filter(n => n.nodeType === Node.TEXT_NODE).filter(n => {"
+        "const r = document.createRange(); r.selectNodeContents(n);"
+        "return new Set([...r.getClientRects()].map(q => Math.round(q.top))).size > 1; })"
+        ".map(n => n.textContent)"
+    )
+    assert split_names == []  # ...and no name is cut across two lines
+    text = browser.evaluate("document.querySelector('main .path').textContent")
+    assert text == str(deep / "picture_0001.png")  # <wbr> adds no characters
+    shutil.rmtree(short)

@@ -138,10 +138,14 @@ def test_quoting_survives_spaces_percent_and_dollar(home: dict[str, str], tmp_pa
 
 
 @needs_analyze
-def test_service_exposure_stays_low(home: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("unit", "most"), [("dupwatch.service", MAX_EXPOSURE), ("dupwatch-labelstudio.service", 2.5)]
+)
+def test_service_exposure_stays_low(home: dict[str, str], unit: str, most: float) -> None:
+    """The bridge needs the network (Label Studio) and so scores higher than the service."""
     assert dupwatch("service", "install", env=home).returncode == 0
     result = subprocess.run(
-        [ANALYZE, "security", "--user", "--offline=true", "--no-pager", "dupwatch.service"],
+        [ANALYZE, "security", "--user", "--offline=true", "--no-pager", unit],
         env=home,
         cwd=unit_dir(home),
         capture_output=True,
@@ -149,9 +153,10 @@ def test_service_exposure_stays_low(home: dict[str, str]) -> None:
         timeout=60,
         check=False,
     )
-    found = re.search(r"Overall exposure level for dupwatch.service: ([\d.]+)", result.stdout)
+    found = re.search(rf"Overall exposure level for {unit}: ([\d.]+)", result.stdout)
     assert found is not None, result.stdout + result.stderr
-    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+    print(f"{unit}: exposure {found.group(1)}")
+    assert float(found.group(1)) <= most, result.stdout
 
 
 def test_install_passes_the_config_file_on(home: dict[str, str], tmp_path: Path) -> None:
@@ -196,7 +201,7 @@ def test_uninstall_removes_only_what_install_wrote(home: dict[str, str]) -> None
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in target.iterdir()) == ["backup.service", "dupwatch.service.d"]
     assert drop_in.exists() and own.exists()
-    assert result.stdout.count("removed ") == 3
+    assert result.stdout.count("removed ") == len(UNITS)
     again = dupwatch("service", "uninstall", env=home)
     assert again.returncode == 0 and f"no units of dupwatch in {target}" in again.stdout
 

@@ -4,6 +4,7 @@ ignore, compare, check and reindex (parse in main.py, call the library, print)."
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ from dupwatch.daemon.cli.settings import (
     print_failures,
     settings,
 )
-from dupwatch.daemon.render import ProgressBar, dumps, printable, show_query
+from dupwatch.daemon.progress import Progress
+from dupwatch.daemon.render import dumps, printable, show_query
 from dupwatch.daemon.review.across import PairCount, pair_counts, select_groups
+from dupwatch.daemon.review.destination import check_report_path, default_report_path
 from dupwatch.daemon.review.exports import (
     emit_groups,
     show_dedupe,
@@ -31,22 +34,16 @@ from dupwatch.daemon.review.exports import (
     show_undo,
     show_unignored,
 )
-from dupwatch.daemon.review.report import (
-    check_report_path,
-    default_report_path,
-    open_in_browser,
-    report_summary_line,
-    write_report,
-)
-from dupwatch.daemon.splits import across_splits
+from dupwatch.daemon.review.report import open_in_browser, report_summary_line, write_report
+from dupwatch.daemon.splits import Splits, across_splits, as_splits, split_of
 from dupwatch.index.cleanup.quarantine import dedupe as dedupe_groups
 from dupwatch.index.cleanup.quarantine import plan_dedupe
 from dupwatch.index.cleanup.quarantine import undo as undo_moves
-from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS
+from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars
 from dupwatch.index.compare import compare as compare_images
 from dupwatch.index.errors import DupwatchError, FingerprintError, NotAnImage, StoreError
 from dupwatch.index.folders import absolute, walk
-from dupwatch.index.groups import Group
+from dupwatch.index.groups import Group, Labelled
 from dupwatch.index.hashing.limits import bounded
 from dupwatch.index.ignore import group_paths, unignore
 from dupwatch.index.ignore import ignore as ignore_pairs
@@ -63,14 +60,35 @@ def chosen_groups(
     config_splits = args.config_values.splits
     splits = across_splits(args.across, folders, config_splits)
     groups = select_groups(
-        index, folders, across=splits, radius=args.radius, keep=args.keep, prefer=args.prefer
+        index,
+        folders,
+        across=splits,
+        radius=args.radius,
+        keep=args.keep,
+        prefer=args.prefer,
+        labelled=labelled_by(sidecar_patterns(args), as_splits(config_splits or {})),
     )
     return groups, pair_counts(groups, splits) if splits else []
 
 
+def hashing_progress(args: argparse.Namespace) -> Progress:
+    return Progress("hashing", enabled=args.progress)
+
+
 def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
     configured = args.config_values.sidecars
-    return tuple(args.sidecar or configured or DEFAULT_SIDECARS)
+    return tuple(getattr(args, "sidecar", None) or configured or DEFAULT_SIDECARS)
+
+
+def labelled_by(patterns: tuple[str, ...], splits: Splits) -> Labelled:
+    """Whether a copy carries labels: a label file beside it (`patterns`), or a place in
+    one of the configured splits. Asked once per file."""
+
+    @functools.cache
+    def labelled(path: bytes) -> bool:
+        return split_of(path, splits) is not None or bool(find_sidecars(path, patterns))
+
+    return lambda record: labelled(record.path)
 
 
 def scan(args: argparse.Namespace) -> int:
@@ -79,9 +97,9 @@ def scan(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             raise DupwatchError(f"{printable(folder)}: not a folder")
     with open_index(args) as index:
-        bar = ProgressBar("hashing")
-        report = index.update(folders, workers=args.workers, progress=bar)
-        bar.finish()
+        progress = hashing_progress(args)
+        report = index.update(folders, workers=args.workers, progress=progress)
+        progress.finish()
         groups, pairs = chosen_groups(index, args, folders)
     # A file that is not an image at all (a text file named x.jpg) is not a damaged image.
     not_images = [e for e in report.failed if isinstance(e, NotAnImage)]
@@ -170,7 +188,7 @@ def report(args: argparse.Namespace) -> int:
     out = check_report_path(args.out or _default_report_path())  # before any work
     with existing_index(args) as index:
         groups, pairs = chosen_groups(index, args, [absolute(f) for f in args.folders])
-    bar = ProgressBar("thumbnails", plain=args.progress)
+    bar = Progress("thumbnails", enabled=args.progress)
     summary = write_report(groups, out, pairs=pairs, sidecars=sidecar_patterns(args), progress=bar)
     bar.finish()
     print(summary.out)
@@ -252,9 +270,9 @@ def reindex(args: argparse.Namespace) -> int:
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
     with Index.open(path, radius=settings(args).radius, check_params=False) as index:
-        bar = ProgressBar("hashing")
-        report = index.reindex(workers=args.workers, progress=bar)
-        bar.finish()
+        progress = hashing_progress(args)
+        report = index.reindex(workers=args.workers, progress=progress)
+        progress.finish()
     print_failures(report.failed)
     print(
         f"dupwatch: {report.hashed} images hashed again, {len(report.failed)} unreadable",

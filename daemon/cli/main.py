@@ -20,9 +20,10 @@ from dupwatch.daemon.cli import options
 from dupwatch.daemon.cli.helptext import EXAMPLES, HelpFormatter, VersionAction
 from dupwatch.daemon.cli.settings import EXIT_ERROR
 from dupwatch.daemon.config import load_config
+from dupwatch.daemon.labelstudio import command as labelstudio_command
 from dupwatch.daemon.render import FORMATS
 from dupwatch.index.errors import DupwatchError
-from dupwatch.index.groups import KEEP_POLICIES
+from dupwatch.index.groups import DEFAULT_KEEP, KEEP_POLICIES
 from dupwatch.index.matches import DEFAULT_RADIUS, MAX_RADIUS
 
 log = logging.getLogger("dupwatch")
@@ -45,6 +46,7 @@ HANDLERS = {
     "watch": "cli.remote:watch",
     "unwatch": "cli.remote:watch",
     "notify": "cli.remote:notify",
+    "labelstudio": "cli.remote:labelstudio",
     "service": "cli.units:service_command",
 }
 
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--workers", type=options.workers, metavar="N", help="hashing processes (default: cores)"
     )
+    add_progress_option(scan)
 
     query = command("query", "what in the index duplicates these images", matching, output)
     query.add_argument("images", nargs="+", metavar="IMG")
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reindex = command("reindex", "hash every indexed file again (new hash version)")
     reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
+    add_progress_option(reindex)
     daemon = command("daemon", "run the service in the foreground", matching)
     daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
     command("alerts", "follow the live alert stream of the service", output)
@@ -186,12 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
         change = command(name, f"{verb} a watched folder (remembered)", output)
         change.add_argument("folder", metavar="DIR")
     command("notify", "show each duplicate as a desktop notification")
+    labelstudio = command("labelstudio", labelstudio_command.HELP)
+    labelstudio_command.add_arguments(labelstudio)
     service = command("service", "install or remove the systemd user units")
     service.add_argument("action", choices=("install", "uninstall"))
     service.add_argument(
         "--force", action="store_true", help="replace unit files dupwatch did not write"
     )
     return parser
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show progress on stderr (default: on a terminal only; without one, a line "
+        "every few seconds)",
+    )
 
 
 def grouping_options() -> argparse.ArgumentParser:
@@ -203,7 +218,11 @@ def grouping_options() -> argparse.ArgumentParser:
         help="only duplicates between different DIRs (or the config's splits): leakage",
     )
     grouping.add_argument(
-        "--keep", choices=KEEP_POLICIES, default="largest", help="which copy to keep"
+        "--keep",
+        choices=KEEP_POLICIES,
+        default=DEFAULT_KEEP,
+        help="which copy to keep: a labelled one (a label file, or in a split), then the "
+        "largest; or the largest, newest, oldest, or shortest path (default: %(default)s)",
     )
     grouping.add_argument(
         "--prefer",
@@ -247,11 +266,7 @@ def add_review_commands(
         metavar="FILE",
         help="where the page goes (default: $XDG_CACHE_HOME/dupwatch/report.html)",
     )
-    report.add_argument(
-        "--progress",
-        action="store_true",
-        help="say how far the thumbnails are even when stderr is not a terminal",
-    )
+    add_progress_option(report)
     report.add_argument("--open", action="store_true", help="open it in the web browser")
     dedupe = command(
         "dedupe",

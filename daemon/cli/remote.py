@@ -124,3 +124,9 @@ def notify(args: argparse.Namespace) -> int:
     socket_path = settings(args).socket_path
     Bridge(lambda: alerts_from(socket_path)).run()
     return 0
+
+
+def labelstudio(args: argparse.Namespace) -> int:
+    from dupwatch.daemon.labelstudio.command import run
+
+    return run(args, settings(args), cli_settings.index_path(args))

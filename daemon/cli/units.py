@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dupwatch.daemon.cli.settings import settings
+from dupwatch.daemon.labelstudio.settings import default_token_file
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.store.location import default_index_path
 
@@ -129,12 +130,61 @@ SystemCallArchitectures=native
 WantedBy=graphical-session.target
 """
 
+LABELSTUDIO_SERVICE = """\
+[Unit]
+Description=dupwatch: flag duplicate images' tasks in Label Studio
+After=dupwatch.socket network-online.target
+Wants=dupwatch.socket
+
+[Service]
+Type=exec
+# The server and project come from [labelstudio] in the config file, the API token from
+# ~/.config/dupwatch/labelstudio-token (mode 0600): never on the command line.
+ExecStart={dupwatch} labelstudio
+Environment=PYTHONUNBUFFERED=1
+Restart=on-failure
+RestartSec=10
+# Exit 2 is a setting to fix (a wrong token, no project): starting again would not help.
+RestartPreventExitStatus=2
+
+# Reads its config and token, talks to the service's socket and to Label Studio; writes nothing.
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateIPC=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectKernelLogs=yes
+ProtectKernelModules=yes
+ProtectKernelTunables=yes
+ProtectControlGroups=yes
+ProtectProc=invisible
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+UMask=0077
+
+[Install]
+WantedBy=default.target
+"""
+
 UNITS = {
     "dupwatch.service": SERVICE,
     "dupwatch.socket": SOCKET,
     "dupwatch-notify.service": NOTIFY_SERVICE,
+    "dupwatch-labelstudio.service": LABELSTUDIO_SERVICE,
 }
 ENABLE_ORDER = ("dupwatch.socket", "dupwatch.service", "dupwatch-notify.service")
+DISABLE_ORDER = (*ENABLE_ORDER, "dupwatch-labelstudio.service")
 
 
 class UnitConflict(DupwatchError):
@@ -239,7 +289,7 @@ def install(
     config: str | None = None,
     force: bool = False,
 ) -> Installed:
-    """Write the three units into `unit_dir` (default: user_unit_dir()) for this installation.
+    """Write the units into `unit_dir` (default: user_unit_dir()) for this installation.
 
     The units run `command` (default: dupwatch_command()), with `--config FILE` when given, on
     `index_dir` (default: default_index_path()), which is created: the service may write
@@ -265,6 +315,9 @@ def install(
         next_steps=[
             "systemctl --user daemon-reload",
             "systemctl --user enable --now " + " ".join(ENABLE_ORDER),
+            "# for Label Studio: [labelstudio] url and project in the config file, the token",
+            f"# in {default_token_file()}, then:",
+            "systemctl --user enable --now dupwatch-labelstudio.service",
         ],
     )
 
@@ -279,10 +332,11 @@ def uninstall(unit_dir: Path | None = None) -> Installed:
     ours = [unit_dir / name for name in UNITS if is_ours(unit_dir / name)]
     enabled = [link for link in enablement_links(unit_dir) if link.name in UNITS]
     if enabled:
+        names = {link.name for link in enabled}
         raise UnitConflict(
             enabled[0],
             "still enabled; run `systemctl --user disable --now "
-            + " ".join(ENABLE_ORDER)
+            + " ".join(name for name in DISABLE_ORDER if name in names)
             + "` first",
         )
     for path in ours:

@@ -12,7 +12,7 @@ from itertools import combinations
 from dupwatch.daemon.splits import Splits, across_filter, split_of
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import absolute, is_under
-from dupwatch.index.groups import Group
+from dupwatch.index.groups import DEFAULT_KEEP, Group, Labelled
 from dupwatch.index.index import Index
 
 
@@ -40,17 +40,19 @@ def select_groups(
     *,
     across: Splits | None = None,
     radius: int | None = None,
-    keep: str = "largest",
+    keep: str = DEFAULT_KEEP,
     prefer: Sequence[str | bytes | os.PathLike] = (),
+    labelled: Labelled | None = None,
 ) -> list[Group]:
     """The groups a command shows: with `across`, only pairs between different splits
     (so every group spans two or more of them); else the groups touching `folders`
     (all groups when none are given)."""
+    chosen = {"keep": keep, "prefer": prefer, "labelled": labelled}
     if across is not None:
         if len(across) < 2:
             raise DupwatchError("--across needs two or more folders (or splits in the config)")
-        return index.groups(radius, keep=keep, prefer=prefer, pair_filter=across_filter(across))
-    groups = index.groups(radius, keep=keep, prefer=prefer)
+        return index.groups(radius, pair_filter=across_filter(across), **chosen)
+    groups = index.groups(radius, **chosen)
     if folders:
         groups = [g for g in groups if _touches(g, folders)]
     return groups

@@ -16,7 +16,9 @@ from dupwatch.index import Group
 from dupwatch.index.cleanup.quarantine import DedupePlan, DedupeResult, Move, UndoResult
 from dupwatch.index.ignore import IgnoredPair
 
-CSV_FIELDS = ("group", "path", "kind", "distance", "keep", "width", "height", "bytes", "transform")
+CSV_FIELDS = (
+    "group", "path", "kind", "distance", "keep", "width", "height", "bytes", "transform", "via",
+)  # fmt: skip
 
 
 def emit_groups(
@@ -48,17 +50,20 @@ def emit_groups(
 def write_csv(groups: Sequence[Group], out: IO[str]) -> None:
     """One row per file: group number (1-based, as listed), path, kind ("keep" for the
     keeper), distance to the keeper, keep (true/false), width, height, bytes, and how the
-    file is the keeper transformed (empty unless matched through --transforms)."""
+    file is the keeper transformed (empty unless matched through --transforms), and the
+    member it is a copy of when not of the keeper (then kind, distance and transform are
+    relative to that member)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for number, group in enumerate(groups, 1):
         keep = group.keep
-        row = [number, keep.fspath, "keep", 0, "true", keep.width, keep.height, keep.size, ""]
+        row = [number, keep.fspath, "keep", 0, "true", keep.width, keep.height, keep.size, "", ""]
         writer.writerow(row)
         for m in group.members:
             r = m.record
             fields = [str(m.kind), m.distance, "false", r.width, r.height, r.size]
-            writer.writerow([number, r.fspath, *fields, m.transform or ""])
+            via = m.via.fspath if m.via is not None else ""
+            writer.writerow([number, r.fspath, *fields, m.transform or "", via])
 
 
 def binary_stdout() -> IO[str]:
@@ -73,9 +78,9 @@ def imagededup_mapping(groups: Iterable[Group]) -> dict[str, list[str]]:
     keepers = {}
     copies = {}
     for group in groups:
-        keepers[group.keep.fspath] = [m.record.fspath for m in group.members]
+        keepers[group.keep.fspath] = [m.record.fspath for m in group.members if m.via is None]
         for m in group.members:
-            copies[m.record.fspath] = [group.keep.fspath]
+            copies[m.record.fspath] = [(m.via or group.keep).fspath]
     return {**keepers, **copies}
 
 
@@ -90,8 +95,15 @@ def pair_table_lines(counts: Sequence[PairCount]) -> list[str]:
 
 
 def plan_lines(plan: DedupePlan, *, dry_run: bool) -> list[str]:
+    """Each group's keeper, with why it is kept, then the moves of its copies."""
     verb = "would move" if dry_run else "move"
-    return [_move_line(verb, m) for m in plan.moves]
+    lines = []
+    for number, (keep, why) in plan.keepers.items():
+        moves = [m for m in plan.moves if m.group == number]
+        if moves:
+            lines.append(f"keep {printable(keep)}" + (f"  ({why})" if why else ""))
+            lines += [f"  {_move_line(verb, m)}" for m in moves]
+    return lines
 
 
 def _move_line(verb: str, move: Move) -> str:
@@ -115,6 +127,10 @@ def plan_to_json(plan: DedupePlan, result: DedupeResult | None) -> dict:
     out: dict = {
         "dry_run": result is None,
         "moves": [_without_time(m.to_json("")) for m in moves],
+        "keepers": [
+            {"group": number, "keep": os.fsdecode(keep), "why": why}
+            for number, (keep, why) in plan.keepers.items()
+        ],
         "left_alone": plan.notes,
     }
     if result is not None:

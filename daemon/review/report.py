@@ -1,44 +1,36 @@
 """`dupwatch report`: one self-contained HTML file showing every duplicate group side by side.
 
-Thumbnails are small JPEG data URIs; the page loads nothing from anywhere (a Content
-Security Policy forbids it) and pages its groups with a few lines of plain script, so
-5,000 groups stay usable: only one page of groups is in the document at a time.
+Thumbnails are small JPEG data URIs; the page loads nothing from the network (a Content
+Security Policy forbids it: only data: and the pictures' own file: URLs, opened in full on a
+click, beside each other for a pair) and pages its groups with a few lines of plain script,
+so 5,000 groups stay usable: only one page of groups is in the document at a time. Class ids
+of label files are shown as the dataset names them (classnames.py).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import os
-import tempfile
 import webbrowser
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageOps
+from urllib.parse import quote
 
 from dupwatch.daemon.render import human_size
 from dupwatch.daemon.review.across import PairCount
+from dupwatch.daemon.review.classnames import ClassNames
+from dupwatch.daemon.review.destination import check_report_path, write_whole
+from dupwatch.daemon.review.thumbnails import Progress, thumbnails
 from dupwatch.index import FileRecord, Group
-from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars, labels_of
-from dupwatch.index.errors import DupwatchError
-from dupwatch.index.fingerprint.decode import readable_formats
+from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 128  # pixels; ~3-5 KB a JPEG thumbnail, so 5,000 groups stay tens of MB
-THUMB_QUALITY = 70
 PAGE_SIZE = 40  # groups in the document at once
-_POOL_THRESHOLD = 24  # fewer thumbnails than this are made in-process
-_THUMB_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-Progress = Callable[[int, int], None]  # (thumbnails made, thumbnails to make)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,64 +41,6 @@ class ReportSummary:
     freed_bytes: int
     label_conflicts: int
     out: Path
-
-
-def thumbnail(path: bytes) -> str:
-    """A small upright JPEG of the image as a data URI; "" when it cannot be decoded."""
-    try:
-        with Image.open(path, formats=readable_formats(path)) as img:  # only safe decoders
-            img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))
-            small = ImageOps.exif_transpose(img)
-            small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
-            buffer = io.BytesIO()
-            small.convert("RGB").save(buffer, "JPEG", quality=THUMB_QUALITY, optimize=True)
-    except _THUMB_ERRORS as error:
-        log.warning("%s: no thumbnail: %s", os.fsdecode(path), error)
-        return ""
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def thumbnails(
-    paths: Sequence[bytes], workers: int | None = None, progress: Progress | None = None
-) -> list[str]:
-    """Thumbnails of many images, decoded in worker processes when there are many;
-    `progress(done, total)` is called after each."""
-    if len(paths) < _POOL_THRESHOLD or workers == 1:
-        made = map(thumbnail, paths)
-        return _counted(made, len(paths), progress)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return _counted(pool.map(thumbnail, paths, chunksize=16), len(paths), progress)
-
-
-def _counted(made: Iterable[str], total: int, progress: Progress | None) -> list[str]:
-    out = []
-    for thumb in made:
-        out.append(thumb)
-        if progress is not None:
-            progress(len(out), total)
-    return out
-
-
-def default_report_path() -> Path:
-    """Where a report goes unless told: $XDG_CACHE_HOME/dupwatch/report.html (~/.cache when
-    unset), never into the current folder, which is often the dataset itself."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    cache = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return cache / "dupwatch" / "report.html"
-
-
-def check_report_path(out: str | os.PathLike) -> Path:
-    """The absolute path the report will be written to; raises DupwatchError, before any
-    work, when it cannot be (its folder missing or not writable, or `out` a folder)."""
-    target = Path(out).absolute()
-    if target.is_dir():
-        raise DupwatchError(f"{target}: a folder; name the report file, e.g. {target}/report.html")
-    folder = target.parent
-    if not folder.is_dir():
-        raise DupwatchError(f"{folder}: no such folder for the report")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DupwatchError(f"{folder}: not writable, the report cannot go there")
-    return target
 
 
 def write_report(
@@ -126,20 +60,11 @@ def write_report(
     records = [r for g in groups for r in (g.keep, *(m.record for m in g.members))]
     paths = list(dict.fromkeys(r.path for r in records))
     thumbs = dict(zip(paths, thumbnails(paths, workers, progress), strict=True))
-    data = [_group_json(n, g, thumbs, sidecars) for n, g in enumerate(groups, 1)]
+    names = ClassNames()
+    data = [_group_json(n, g, thumbs, sidecars, names) for n, g in enumerate(groups, 1)]
     summary = _summary(groups, data, target)
     page = render_page(data, summary, pairs, title)
-    partial = None
-    try:
-        fd, partial = tempfile.mkstemp(prefix=".dupwatch-report-", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(page)
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)
-    except OSError as error:
-        if partial is not None and os.path.exists(partial):
-            os.unlink(partial)
-        raise DupwatchError(f"{target}: cannot write the report: {error.strerror}") from None
+    write_whole(target, page)
     return summary
 
 
@@ -149,11 +74,15 @@ def open_in_browser(path: str | os.PathLike) -> bool:
 
 
 def _group_json(
-    number: int, group: Group, thumbs: dict[bytes, str], sidecars: Sequence[str]
+    number: int,
+    group: Group,
+    thumbs: dict[bytes, str],
+    sidecars: Sequence[str],
+    names: ClassNames,
 ) -> dict:
-    files = [_file_json(group.keep, "keep", 0, thumbs, sidecars)]
+    files = [_file_json(group.keep, "keep", 0, thumbs, sidecars, names)]
     files += [
-        _file_json(m.record, str(m.kind), m.distance, thumbs, sidecars, m.transform)
+        _file_json(m.record, str(m.kind), m.distance, thumbs, sidecars, names, m.transform)
         for m in group.members
     ]
     return {
@@ -170,11 +99,16 @@ def _file_json(
     distance: int,
     thumbs: dict[bytes, str],
     sidecars: Sequence[str],
+    names: ClassNames,
     transform: str | None = None,
 ) -> dict:
-    labels = labels_of(find_sidecars(record.path, sidecars))
+    found = find_sidecars(record.path, sidecars)
+    labels = names.labels(found)
+    folder = os.path.dirname(record.path)
     return {
         "path": record.path.decode("utf-8", "backslashreplace"),
+        "url": "file://" + quote(record.path),  # the picture in full, opened from the disk
+        "sidecars": [os.fsdecode(os.path.relpath(s, folder)) for s in found],
         "kind": kind,
         "distance": distance,
         "transform": transform or "",
@@ -266,12 +200,28 @@ section h2{font-size:15px;margin:0 0 8px}
 .files{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;width:180px;border:2px solid #ddd;border-radius:4px;padding:6px}
 figure.keep{border-color:#2a8a3a;background:#eef8ee}
-figure img{display:block;max-width:128px;max-height:128px;margin:0 auto 4px}
+figure.picked{outline:3px solid #2a6ad0}
+figure img{display:block;max-width:128px;max-height:128px;margin:0 auto 4px;cursor:zoom-in}
 .nothumb{height:64px;display:flex;align-items:center;justify-content:center;color:#888}
 .badge{font-weight:600}
 .keep .badge{color:#2a8a3a}
-.path{word-break:break-all;font-size:12px}
-.meta,.labels{font-size:12px;color:#555}
+.path{overflow-wrap:break-word;font-size:12px}
+.meta,.labels,.sidecars{font-size:12px;color:#555}
+.actions{margin-top:4px;font-size:12px}
+.actions button{font:inherit;padding:0 6px}
+#viewer{position:fixed;inset:0;background:#1b1b1b;color:#eee;padding:16px;z-index:10;
+ display:flex;flex-direction:column;gap:8px}
+#viewer[hidden]{display:none}
+#viewer .bar{display:flex;justify-content:space-between;align-items:center}
+#viewer .bar button{font:inherit;padding:2px 12px}
+.panes{display:flex;gap:16px;flex:1;min-height:0}
+.pane{flex:1 1 0;min-width:0;display:flex;flex-direction:column;gap:4px}
+.frame{flex:1;min-height:0;display:flex;align-items:center;justify-content:center;
+ background:#111;border-radius:4px}
+.frame img{width:100%;height:100%;object-fit:contain;display:block}
+.pane .meta,.pane .labels,.pane .sidecars,.pane .note{color:#ccc}
+.pane .keep-badge{color:#7fd08a}
+.note{font-size:12px;font-style:italic}
 """
 
 _SCRIPT = """
@@ -281,6 +231,8 @@ const pageSize = Number(document.body.dataset.pageSize);
 const main = document.getElementById("groups");
 const pageInput = document.getElementById("page");
 const onlyConflicts = document.getElementById("conflicts");
+const viewer = document.getElementById("viewer");
+const panes = document.getElementById("panes");
 let page = 1;
 
 function shown() {
@@ -292,22 +244,96 @@ function el(tag, cls, text) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
-function figure(file) {
+// A path that may wrap after each "/", never inside a name.
+function pathNode(path) {
+  const node = el("div", "path");
+  path.split("/").forEach((part, i, parts) => {
+    node.append(document.createTextNode(i < parts.length - 1 ? part + "/" : part));
+    if (i < parts.length - 1) node.append(el("wbr"));
+  });
+  return node;
+}
+function badge(file, pair) {
+  if (file.kind === "keep") return "KEEP";
+  const how = file.kind + ", distance " + file.distance + (pair ? " to the keeper" : "");
+  return how + (file.transform ? ", " + file.transform : "");
+}
+function details(file, pair) {
+  const kept = file.kind === "keep" ? " keep-badge" : "";
+  const nodes = [el("div", "badge" + kept, badge(file, pair)), pathNode(file.path),
+                 el("div", "meta", file.size + " \\u00b7 " + file.bytes)];
+  if (file.labels !== null) nodes.push(el("div", "labels", "labels: " + file.labels));
+  if (file.sidecars.length) {
+    nodes.push(el("div", "sidecars", "label files: " + file.sidecars.join(", ")));
+  }
+  return nodes;
+}
+// The viewer: one picture in full, or two side by side in frames of the same size.
+function pane(file, pair) {
+  const node = el("div", "pane");
+  const frame = el("div", "frame");
+  const img = el("img");
+  const note = el("div", "note");
+  img.alt = file.path;
+  img.onerror = () => {
+    if (file.thumb && img.src !== file.thumb) {
+      img.src = file.thumb;
+      note.textContent = "the file cannot be opened from here (moved?): its thumbnail";
+    }
+  };
+  img.src = file.url;
+  frame.append(img);
+  node.append(frame, ...details(file, pair), note);
+  return node;
+}
+function openViewer(files) {
+  panes.replaceChildren(...files.map(f => pane(f, files.length > 1)));
+  document.getElementById("viewer-title").textContent =
+    files.length > 1 ? "side by side" : files[0].path.split("/").pop();
+  viewer.hidden = false;
+  document.getElementById("close").focus();
+}
+function closeViewer() {
+  viewer.hidden = true;
+  panes.replaceChildren();
+}
+function figure(group, file, picked) {
   const fig = el("figure", file.kind === "keep" ? "keep" : "");
   if (file.thumb) {
     const img = el("img");
     img.src = file.thumb;
     img.alt = file.path;
+    img.title = "open in full";
     img.decoding = "async";
+    img.onclick = () => openViewer([file]);
     fig.append(img);
   } else {
     fig.append(el("div", "nothumb", "no preview"));
   }
-  const badge = file.kind === "keep" ? "KEEP"
-    : file.kind + ", distance " + file.distance + (file.transform ? ", " + file.transform : "");
-  fig.append(el("div", "badge", badge), el("div", "path", file.path),
-             el("div", "meta", file.size + " \\u00b7 " + file.bytes));
-  if (file.labels !== null) fig.append(el("div", "labels", "labels: " + file.labels));
+  fig.append(...details(file, false));
+  const actions = el("div", "actions");
+  if (file.kind !== "keep") {
+    const both = el("button", "beside", "beside the keeper");
+    both.type = "button";
+    both.onclick = () => openViewer([group.files[0], file]);
+    actions.append(both, " ");
+  }
+  const pick = el("button", "pick", "compare\\u2026");
+  pick.type = "button";
+  pick.title = "pick two pictures of the group to see them side by side";
+  pick.onclick = () => {
+    if (picked.length && picked[0].file === file) return;
+    picked.push({file, fig});
+    fig.classList.add("picked");
+    if (picked.length === 2) {
+      const [a, b] = picked.splice(0);
+      a.fig.classList.remove("picked");
+      b.fig.classList.remove("picked");
+      openViewer([a.file, b.file]);
+    }
+  };
+  actions.append(pick);
+  fig.append(actions);
   return fig;
 }
 function section(group) {
@@ -316,7 +342,8 @@ function section(group) {
   sec.append(el("h2", "", "Group " + group.n + " \\u00b7 " + group.files.length + " files"));
   if (group.conflict) sec.append(el("div", "conflict", group.conflict));
   const files = el("div", "files");
-  group.files.forEach(f => files.append(figure(f)));
+  const picked = [];
+  group.files.forEach(f => files.append(figure(group, f, picked)));
   sec.append(files);
   return sec;
 }
@@ -334,6 +361,11 @@ document.getElementById("prev").onclick = () => { page -= 1; render(); };
 document.getElementById("next").onclick = () => { page += 1; render(); };
 pageInput.onchange = () => { page = Number(pageInput.value) || 1; render(); };
 onlyConflicts.onchange = () => { page = 1; render(); };
+document.getElementById("close").onclick = closeViewer;
+viewer.onclick = event => { if (event.target === viewer || event.target === panes) closeViewer(); };
+document.addEventListener("keydown", event => {
+  if (event.key === "Escape" && !viewer.hidden) closeViewer();
+});
 render();
 """
 
@@ -341,7 +373,7 @@ _PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; \
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data: file:; \
 style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
@@ -360,6 +392,11 @@ page <input id="page" type="number" min="1" value="1"> <span id="pages"></span>
 </header>
 <main id="groups"><noscript>This report pages its groups with a few lines of script; \
 allow JavaScript for this file to see them.</noscript></main>
+<div id="viewer" role="dialog" aria-modal="true" aria-labelledby="viewer-title" hidden>
+<div class="bar"><span id="viewer-title"></span>\
+<button id="close" type="button">close (Esc)</button></div>
+<div class="panes" id="panes"></div>
+</div>
 <script type="application/json" id="data">{payload}</script>
 <script>{script}</script>
 </body>

@@ -77,6 +77,7 @@ class DedupePlan:
     quarantine: bytes
     moves: list[Move] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was left alone, and why
+    keepers: dict[int, tuple[bytes, str]] = field(default_factory=dict)  # group -> keeper, why
 
     @property
     def images(self) -> list[Move]:
@@ -144,8 +145,15 @@ def plan_dedupe(
                 f"indexed; group {number} left alone (run `dupwatch scan` again)"
             )
             continue
-        for match in group.members:
-            _plan_member(plan, match.record, number, group.keep.path, roots, sidecars, taken)
+        plan.keepers[number] = (group.keep.path, group.why)
+        for member in group.members:
+            if member.via is not None:
+                plan.notes.append(
+                    f"{member.record.fspath}: a copy of {member.via.fspath}, not of the copy "
+                    f"to keep; left in place"
+                )
+                continue
+            _plan_member(plan, member.record, number, group.keep.path, roots, sidecars, taken)
     return plan
 
 
