@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from dupwatch.index.folders import is_under
 from dupwatch.index.matches import KIND_CODES
-from dupwatch.index.store.ignored import pair_key
 from dupwatch.index.store.pairs import Kind, Pair
-from dupwatch.index.store.records import FileRecord
+from dupwatch.index.store.records import FileRecord, pair_key
 
 KEEP_POLICIES = ("labelled", "largest", "newest", "oldest", "shortest")
 DEFAULT_KEEP = "labelled"

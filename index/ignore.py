@@ -22,8 +22,8 @@ import lmdb
 from dupwatch.index.errors import DupwatchError, MissingFile, NotIndexed
 from dupwatch.index.folders import absolute
 from dupwatch.index.store.environment import Store
-from dupwatch.index.store.ignored import TABLE, pair_key
-from dupwatch.index.store.records import FileRecord
+from dupwatch.index.store.ignored import TABLE
+from dupwatch.index.store.records import FileRecord, pair_key
 
 if TYPE_CHECKING:
     from dupwatch.index.index import Index

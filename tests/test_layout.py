@@ -203,3 +203,17 @@ def test_a_plain_install_has_every_module(tmp_path: Path) -> None:
         for p in (target / "dupwatch").rglob("*.py")
     }
     assert set(modules) <= installed
+
+
+def test_the_command_line_starts_light() -> None:
+    """`dupwatch --help`, `status`, `alerts`, `watch` and `notify` load no numpy, Pillow, LMDB,
+    tqdm or SDK: the modules that parse and talk to the service import none at the top."""
+    heavy = ("lmdb", "numpy", "PIL", "scipy", "tqdm", "label_studio_sdk", "jeepney")
+    script = (
+        "import sys\n"
+        "import dupwatch.daemon.cli.main, dupwatch.daemon.cli.remote\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []

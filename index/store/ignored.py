@@ -6,17 +6,9 @@ from __future__ import annotations
 import lmdb
 
 from dupwatch.index.store.environment import Store
+from dupwatch.index.store.records import pair_key
 
 TABLE = b"ignored"
-
-
-def pair_key(digest_a: bytes, digest_b: bytes) -> bytes:
-    """The table key of a pair, the same whichever way round it is given.
-
-    >>> pair_key(b"b", b"a") == pair_key(b"a", b"b") == b"ab"
-    True
-    """
-    return min(digest_a, digest_b) + max(digest_a, digest_b)
 
 
 def is_ignored(store: Store, txn: lmdb.Transaction, digest_a: bytes, digest_b: bytes) -> bool:

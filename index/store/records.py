@@ -22,6 +22,15 @@ def path_key(path: bytes) -> bytes:
     return blake2b(path, digest_size=16).digest()
 
 
+def pair_key(digest_a: bytes, digest_b: bytes) -> bytes:
+    """The table key of a pair, the same whichever way round it is given.
+
+    >>> pair_key(b"b", b"a") == pair_key(b"a", b"b") == b"ab"
+    True
+    """
+    return min(digest_a, digest_b) + max(digest_a, digest_b)
+
+
 @dataclass(frozen=True, slots=True)
 class FileRecord:
     """What the index knows of one file."""
