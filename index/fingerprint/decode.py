@@ -232,6 +232,8 @@ def to_gray(path: FilePath, img: Image.Image) -> Image.Image:
         return Image.fromarray((np.clip(wide, 0, 65535) // 257).astype(np.uint8), "L")
     if img.mode == "LAB":
         return img.getchannel("L")
+    if img.mode == "L":
+        return img  # a JPEG drafted as "L" is already gray: convert() would only copy it
     try:
         return img.convert("L")  # already loaded: a ValueError here is about the mode
     except ValueError as error:

@@ -86,12 +86,17 @@ def _border_lines(rows: NDArray[Any], colours: list[float]) -> int:
     if rows.shape[0] == 0 or rows.shape[1] == 0:
         return 0
     colour = float(np.median(rows[0]))
-    uniform = (np.abs(rows - colour) <= _BORDER_TOLERANCE).mean(axis=1) >= _BORDER_SHARE
-    if not uniform[0]:
-        return 0
+    if not _uniform(rows[:1], colour)[0]:
+        return 0  # most pictures: no border, and the first line alone says so
+    uniform = _uniform(rows, colour)
     colours.append(colour)
     failing = np.flatnonzero(~uniform)
     return int(failing[0]) if failing.size else rows.shape[0]
+
+
+def _uniform(rows: NDArray[Any], colour: float) -> NDArray[Any]:
+    """Per row: whether (nearly) all of its pixels are within tolerance of `colour`."""
+    return (np.abs(rows - colour) <= _BORDER_TOLERANCE).mean(axis=1) >= _BORDER_SHARE
 
 
 def _border_coloured_share(kept: NDArray[Any], colours: list[float]) -> float:

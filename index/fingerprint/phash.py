@@ -47,10 +47,10 @@ def picture_hashes(gray: Image.Image) -> PictureHashes:
     )
     small = gray.resize((HASH_INPUT_SIZE, HASH_INPUT_SIZE), Image.Resampling.LANCZOS, box=box)
     pixels = np.asarray(small)
-    turns = [undo(pixels) for undo in list(geometry.ORIENTATIONS.values())[1:]]
-    turned = (phash_bits(pixels), *phash_many(np.stack(turns)))
-    crops = phash_many(_crop_inputs(thumb, (left, top, right, bottom)))
-    return PictureHashes(turned, crops, box)
+    turns = [undo(pixels) for undo in geometry.ORIENTATIONS.values()]
+    crops = _crop_inputs(thumb, (left, top, right, bottom))
+    hashes = phash_many(np.concatenate((np.stack(turns), crops)))  # one DCT call for all 37
+    return PictureHashes(hashes[: len(turns)], hashes[len(turns) :], box)
 
 
 def _crop_inputs(thumb: Image.Image, box: tuple[int, int, int, int]) -> NDArray[Any]:
