@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import lmdb
 
@@ -57,6 +58,9 @@ from dupwatch.index.store.records import (
     u64,
 )
 from dupwatch.index.update import Plan, Progress, UpdateReport, plan, rehash, update
+
+if TYPE_CHECKING:
+    from dupwatch.index.hashing.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -398,12 +402,17 @@ class Index:
         *,
         workers: int | None = None,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> UpdateReport:
-        """Index new and changed files under `folders` (hashing in worker processes) and
-        forget the files gone from them; the folders are remembered (scanned())."""
+        """Index new and changed files under `folders` (hashing in worker processes, or on
+        `engine`: dupwatch.index.hashing.engine) and forget the files gone from them; the
+        folders are remembered (scanned())."""
         raws = [absolute(folder) for folder in folders]
+        found = plan(self, raws)
+        if engine is not None and found.to_hash:
+            engine.check_visible(raws, found.to_hash)  # before anything is changed
         self.store.write(lambda txn: bookkeeping.add_scanned(self.store, txn, raws))
-        return update(self, raws, workers=workers, progress=progress)
+        return update(self, raws, workers=workers, progress=progress, engine=engine, found=found)
 
     def scanned(self) -> list[bytes]:
         """The folders update() was given: where a quarantine files what it moves."""
@@ -457,7 +466,11 @@ class Index:
         self.store.write(change)
 
     def reindex(
-        self, *, workers: int | None = None, progress: Progress | None = None
+        self,
+        *,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> UpdateReport:
         """Hash every indexed file again (after a change of hash version or parameters).
 
@@ -465,6 +478,9 @@ class Index:
         is dropped first.
         """
         paths = sorted({r.path for r in self.files()} | {f.path for f in self.failures()})
+        if engine is not None and paths:
+            folders = sorted({os.path.dirname(path) for path in paths})
+            engine.check_visible(folders, paths)  # before anything is dropped
         dbs = self.store.dbs
 
         def clear(txn: lmdb.Transaction) -> None:
@@ -474,8 +490,8 @@ class Index:
             self.store.set_hash_params(txn, HASH_PARAMS)
 
         self.store.write(clear)
-        return rehash(self, paths, UpdateReport(seen=len(paths)), workers=workers,
-                      progress=progress)  # fmt: skip
+        report = UpdateReport(seen=len(paths))
+        return rehash(self, paths, report, workers=workers, progress=progress, engine=engine)
 
 
 def _fields(record: FileRecord) -> dict:

@@ -23,7 +23,7 @@ from dupwatch.index.store.records import FileRecord, encode_record, u64
 
 log = logging.getLogger(__name__)
 
-CACHE_SIZE = 256  # contents; a burst of copies of one picture needs one entry
+CACHE_SIZE = 4096  # contents (32 bytes each): a write batch's digests made ahead stay in it
 
 
 class PixelDigests:
@@ -52,6 +52,14 @@ class PixelDigests:
             while len(self._by_content) > CACHE_SIZE:
                 self._by_content.popitem(last=False)
         return digest
+
+    def provide(self, content_digest: bytes, digest: bytes | None) -> None:
+        """The pixel digest of this content, made elsewhere (dupwatch.index.prefetch)."""
+        with self._lock:
+            self._by_content[content_digest] = digest
+            self._by_content.move_to_end(content_digest)
+            while len(self._by_content) > CACHE_SIZE:
+                self._by_content.popitem(last=False)
 
     def known(self, content_digest: bytes) -> bytes | None:
         """The digest already made for this content, without decoding anything."""

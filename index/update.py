@@ -1,7 +1,8 @@
 """Bring an index up to date with folders on disk: stat everything, hash only what changed.
 
-Hashing runs in worker processes; this process alone writes, in batches, so a
-burst of files costs a few transactions instead of one fsync each.
+Hashing runs on an engine (worker processes here, or a Dask cluster) in threads and
+processes of its own; this thread alone writes, in batches, so a burst of files costs a few
+transactions instead of one fsync each, and the workers never wait for the writer.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dupwatch.index.errors import FingerprintError, stored_failure
 from dupwatch.index.fingerprint.file import Fingerprint
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under, walk
-from dupwatch.index.hashing.pool import hash_all
+from dupwatch.index.hashing.local import LocalEngine, hash_batches
+from dupwatch.index.hashing.pool import POOL_THRESHOLD
 from dupwatch.index.matches import AddResult
+from dupwatch.index.prefetch import PixelPrefetch, Prefetched
 from dupwatch.index.store.records import Failure, FileRecord
+
+if TYPE_CHECKING:
+    from dupwatch.index.hashing.engine import Engine, Outcome
 
 WRITE_BATCH = 256  # files per write transaction
 WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
@@ -25,8 +31,9 @@ WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
 Progress = Callable[[int, int], None]  # (files done, files to hash)
 
 
-class Updated(Protocol):
-    """What is brought up to date: the Index's reads and batched writes."""
+class Updated(Prefetched, Protocol):
+    """What is brought up to date: the Index's reads and batched writes (and what the pixel
+    digests made ahead read: prefetch.py)."""
 
     def files(self) -> Iterable[FileRecord]: ...
     def failures(self) -> list[Failure]: ...
@@ -94,13 +101,21 @@ def update(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
+    found: Plan | None = None,
 ) -> UpdateReport:
-    """Index new and changed files under the folders and forget the ones gone."""
-    found = plan(index, folders)
+    """Index new and changed files under the folders and forget the ones gone; `engine`
+    hashes them (default: worker processes here). `found`: plan() of the folders, made
+    already (Index.update checks that the engine can read them before it changes anything)."""
+    folders = [absolute(folder) for folder in folders]
+    if found is None:
+        found = plan(index, folders)
+        if engine is not None and found.to_hash:
+            engine.check_visible(folders, found.to_hash)  # before anything is changed
     report = UpdateReport(unchanged=found.unchanged, failed=list(found.still_failing))
     report.seen = found.unchanged + len(found.to_hash) + len(found.still_failing)
     report.removed = index.remove_many(found.gone)
-    return rehash(index, found.to_hash, report, workers=workers, progress=progress)
+    return rehash(index, found.to_hash, report, workers=workers, progress=progress, engine=engine)
 
 
 def rehash(
@@ -110,31 +125,68 @@ def rehash(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> UpdateReport:
-    """Fingerprint `paths` and store them in batches, adding to `report`."""
-    batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
-    failures: list[tuple[bytes, os.stat_result, str]] = []
-    last_write = time.monotonic()
+    """Fingerprint `paths` and store them in batches, adding to `report`.
 
-    def write() -> None:
-        report.results.extend(index.put_many(batch))
-        index.record_failures(failures)
-        batch.clear()
-        failures.clear()
-
-    for done, (path, outcome, st) in enumerate(hash_all(paths, workers=workers), 1):
-        if isinstance(outcome, FingerprintError):
-            report.failed.append(outcome)
-            if st is not None:
-                failures.append((path, st, outcome.reason))
-        else:
-            batch.append((path, outcome, st))
-        if len(batch) >= WRITE_BATCH or time.monotonic() - last_write > WRITE_EVERY_S:
-            write()
-            last_write = time.monotonic()
-        if progress is not None:
-            progress(done, len(paths))
-    write()
+    With worker processes (or the given `engine`), the engine hashes in threads and
+    processes of its own while this thread writes: the writer is never what the workers
+    wait for, and the pixel digests a batch's writing needs are made by the engine too.
+    """
+    pooled = engine is not None or (len(paths) >= POOL_THRESHOLD and workers != 1)
+    own = None
+    if pooled and engine is None:
+        engine = own = LocalEngine(workers)
+    writer = _Writer(index, report, PixelPrefetch(index, engine) if engine else None)
+    done = 0
+    try:
+        for outcomes in hash_batches(paths, workers=workers, engine=engine):
+            writer.add(outcomes)
+            done += len(outcomes)
+            if progress is not None:
+                progress(done, len(paths))
+        writer.write()
+    finally:
+        if own is not None:
+            own.close()
     report.hashed = len(report.results)
     report.seen = max(report.seen, report.hashed + len(report.failed))
+    report.failed.sort(key=lambda error: error.path)  # not in the order the workers finished
     return report
+
+
+class _Writer:
+    """Outcomes in, write transactions out: WRITE_BATCH files at a time, or every
+    WRITE_EVERY_S so that a long scan shows its progress in the index."""
+
+    def __init__(self, index: Updated, report: UpdateReport, prefetch: PixelPrefetch | None):
+        self.index = index
+        self.report = report
+        self.prefetch = prefetch
+        self.batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
+        self.failures: list[tuple[bytes, os.stat_result, str]] = []
+        self.last_write = time.monotonic()
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        hashed = []
+        for path, outcome, st in outcomes:
+            if isinstance(outcome, FingerprintError):
+                self.report.failed.append(outcome)
+                if st is not None:
+                    self.failures.append((path, st, outcome.reason))
+            elif st is not None:
+                hashed.append((path, outcome, st))
+        if self.prefetch is not None and hashed:
+            self.prefetch.start(hashed)
+        self.batch += hashed
+        if len(self.batch) >= WRITE_BATCH or time.monotonic() - self.last_write > WRITE_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.provide()
+        self.report.results.extend(self.index.put_many(self.batch))
+        self.index.record_failures(self.failures)
+        self.batch.clear()
+        self.failures.clear()
+        self.last_write = time.monotonic()

@@ -56,7 +56,7 @@ from dupwatch.index.errors import (
 )
 from dupwatch.index.fingerprint import DEFAULT_MAX_PIXELS, Fingerprint, fingerprint
 from dupwatch.index.hashing.limits import OutOfMemory, TimedOut, bounded
-from dupwatch.index.hashing.pool import hash_all, map_bounded
+from dupwatch.index.hashing.local import hash_all, map_bounded
 from dupwatch.index.hashing.tasks import hash_file
 
 from support import DUPWATCH, SKIMAGE_DATA, descendants, wait_for

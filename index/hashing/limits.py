@@ -11,8 +11,9 @@ out-of-memory machine. Three layers, cheapest first:
   (RLIMIT_AS), so a decoder that asks for too much gets a MemoryError instead of memory.
   Never call it in a process that maps an LMDB index: the map counts against the cap.
 - a hard deadline per file behind both (a decoder stuck inside one C call never returns to
-  take the signal), kept by the process pools (pool.py, and the service's writer), which
-  kill the processes and report the file as timed out.
+  take the signal), kept by whatever feeds the hashing processes (the local engine, the
+  child hasher of a Dask worker, the service's writer), which kills the processes and
+  reports the file as timed out.
 
 Starts no process and no thread.
 """
