@@ -29,6 +29,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # More hashing processes than this only fight over the cores and the memory (each may use up
 # to 4 GiB of address space).
 MAX_WORKERS = 64
+# How a Dask scheduler may be reached (distributed's comm backends that take HOST:PORT).
+CLUSTER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 
 class ConfigError(DupwatchError):
@@ -88,6 +90,8 @@ class Config:
     # A file not fingerprinted within this is skipped and reported (a decoder gone astray).
     hash_timeout_s: float = HASH_TIMEOUT_S
     log_level: str = "INFO"
+    # A Dask scheduler ("tcp://host:8786"): scan and reindex hash on its workers.
+    cluster: str | None = None
     labelstudio: LabelStudioConfig = field(default_factory=LabelStudioConfig)  # the bridge's
 
     def replace(self, **changes: Any) -> Config:
@@ -167,6 +171,7 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "rescan_interval_s": (int, float),
     "hash_timeout_s": (int, float),
     "log_level": str,
+    "cluster": str,
     "labelstudio": dict,  # [labelstudio]: url, project, token_file
 }
 LABELSTUDIO_KEYS = {"url": str, "project": int, "token_file": str}
@@ -254,6 +259,11 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{file}: workers must be from 1 to {MAX_WORKERS}, not {workers}")
     if "radius" in values and not 0 <= values["radius"] <= MAX_RADIUS:
         raise ConfigError(f"{file}: radius must be from 0 to {MAX_RADIUS}, not {values['radius']}")
+    if "cluster" in values:
+        try:
+            check_cluster(values["cluster"])
+        except ValueError as error:
+            raise ConfigError(f"{file}: cluster: {error}") from None
     if "log_level" in values:
         level = values["log_level"].upper()
         if level not in LOG_LEVELS:
@@ -261,6 +271,25 @@ def _convert(file: Path, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{file}: log_level must be one of {choices}, not {level!r}")
         values["log_level"] = level
     return values
+
+
+def check_cluster(address: str) -> str:
+    """A Dask scheduler's address, [SCHEME://]HOST:PORT (tcp when the scheme is left out),
+    checked by its form only (nothing is imported or reached); raises ValueError."""
+    scheme, separator, location = address.rpartition("://")
+    host, colon, port = location.rpartition(":")
+    if (
+        (separator and scheme not in CLUSTER_SCHEMES)
+        or not colon
+        or not host.strip("[]")
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ValueError(
+            f"not a Dask scheduler address (SCHEME://HOST:PORT, e.g. tcp://scheduler:8786): "
+            f"{address!r}"
+        )
+    return address
 
 
 def _check_strings(file: Path, key: str, items: list[Any]) -> None:

@@ -58,6 +58,10 @@ def error_line(result) -> str:
         (["report", "--sidecar", "{name}.txt"], "'{name}.txt' is not a label file pattern"),
         (["dedupe", "--to", "{pics}/cat.jpg"], "{pics}/cat.jpg: not a folder"),
         (["dedupe", "--to", "{pics}/cat.jpg/q", "--dry-run"], "cannot be made: {pics}/cat.jpg"),
+        (["scan", "{pics}", "--cluster", "scheduler"], "argument --cluster: not a Dask sched"),
+        (["reindex", "--cluster", "tcp://scheduler"], "'tcp://scheduler'"),
+        (["scan", "{pics}", "--cluster", "http://scheduler:8786"], "not a Dask scheduler addr"),
+        (["scan", "{pics}", "--cluster", "tcp://scheduler:99999"], "e.g. tcp://scheduler:8786"),
     ],
 )
 def test_a_bad_option_is_one_line_and_exit_2(
@@ -80,6 +84,8 @@ def test_a_bad_option_is_one_line_and_exit_2(
         ("ignore = [1]", "ignore must hold names (strings), not 1"),
         ('sidecars = ["{name}.txt"]', "sidecars: '{name}.txt' is not a label file pattern"),
         ('index = ""', "index is empty"),
+        ('cluster = "scheduler"', "cluster: not a Dask scheduler address"),
+        ("cluster = 8786", "cluster has the wrong type (int)"),
     ],
 )
 def test_a_bad_config_value_is_one_line_naming_the_file_and_key(

@@ -4,10 +4,13 @@ ignore, compare, check and reindex (parse in main.py, call the library, print)."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dupwatch.daemon.cli.remote import query_via_service
 from dupwatch.daemon.cli.settings import (
@@ -51,6 +54,9 @@ from dupwatch.index.ignore import listed as ignored_pairs
 from dupwatch.index.index import Index
 from dupwatch.index.matches import DEFAULT_RADIUS
 
+if TYPE_CHECKING:
+    from dupwatch.index.hashing.engine import Engine
+
 
 def chosen_groups(
     index: Index, args: argparse.Namespace, folders: list[bytes]
@@ -75,6 +81,21 @@ def hashing_progress(args: argparse.Namespace) -> Progress:
     return Progress("hashing", enabled=args.progress)
 
 
+@contextlib.contextmanager
+def hashing_engine(args: argparse.Namespace) -> Iterator[Engine | None]:
+    """The Dask cluster's engine when --cluster (or `cluster` in the config) names one, else
+    None: worker processes on this machine."""
+    config = settings(args)
+    address = args.cluster or config.cluster
+    if not address:
+        yield None
+        return
+    from dupwatch.index.hashing.cluster import DaskEngine  # imports distributed
+
+    with DaskEngine(address, timeout_s=config.hash_timeout_s) as engine:
+        yield engine
+
+
 def sidecar_patterns(args: argparse.Namespace) -> tuple[str, ...]:
     configured = args.config_values.sidecars
     return tuple(getattr(args, "sidecar", None) or configured or DEFAULT_SIDECARS)
@@ -96,9 +117,9 @@ def scan(args: argparse.Namespace) -> int:
     for folder in folders:
         if not os.path.isdir(folder):
             raise DupwatchError(f"{printable(folder)}: not a folder")
-    with open_index(args) as index:
+    with open_index(args) as index, hashing_engine(args) as engine:
         progress = hashing_progress(args)
-        report = index.update(folders, workers=args.workers, progress=progress)
+        report = index.update(folders, workers=args.workers, progress=progress, engine=engine)
         progress.finish()
         groups, pairs = chosen_groups(index, args, folders)
     # A file that is not an image at all (a text file named x.jpg) is not a damaged image.
@@ -269,9 +290,12 @@ def reindex(args: argparse.Namespace) -> int:
     path = index_path(args)
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
-    with Index.open(path, radius=settings(args).radius, check_params=False) as index:
+    with (
+        Index.open(path, radius=settings(args).radius, check_params=False) as index,
+        hashing_engine(args) as engine,
+    ):
         progress = hashing_progress(args)
-        report = index.reindex(workers=args.workers, progress=progress)
+        report = index.reindex(workers=args.workers, progress=progress, engine=engine)
         progress.finish()
     print_failures(report.failed)
     print(

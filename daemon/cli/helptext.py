@@ -19,7 +19,8 @@ exit status: 0 duplicates found, 1 none found, 2 error""",
 examples:
   dupwatch scan ~/labels
   dupwatch scan data/train data/val --across     only duplicates between the folders
-  dupwatch scan ~/labels --json > groups.json""",
+  dupwatch scan ~/labels --json > groups.json
+  dupwatch scan /mnt/share/labels --cluster tcp://scheduler:8786   hash on a Dask cluster""",
     "query": """\
 examples:
   dupwatch query ~/Downloads/cat.jpg
@@ -54,8 +55,9 @@ examples:
   dupwatch check
   dupwatch check --repair""",
     "reindex": """\
-example:
-  dupwatch reindex --workers 2""",
+examples:
+  dupwatch reindex --workers 2
+  dupwatch reindex --cluster tcp://scheduler:8786""",
     "daemon": """\
 examples:
   dupwatch daemon ~/labels                      (systemd runs it: dupwatch service install)

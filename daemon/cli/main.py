@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--workers", type=options.workers, metavar="N", help="hashing processes (default: cores)"
     )
+    add_cluster_option(scan)
     add_progress_option(scan)
 
     query = command("query", "what in the index duplicates these images", matching, output)
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reindex = command("reindex", "hash every indexed file again (new hash version)")
     reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
+    add_cluster_option(reindex)
     add_progress_option(reindex)
     daemon = command("daemon", "run the service in the foreground", matching)
     daemon.add_argument("folders", nargs="*", metavar="DIR", help="folders to watch (remembered)")
@@ -198,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace unit files dupwatch did not write"
     )
     return parser
+
+
+def add_cluster_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        type=options.cluster,
+        metavar="ADDRESS",
+        help="hash on the workers of this Dask cluster, e.g. tcp://scheduler:8786 (default: "
+        "the config's cluster, else processes here; needs dupwatch[dask] and the folders "
+        "at the same path on every worker)",
+    )
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dupwatch.daemon.config import MAX_WORKERS
+from dupwatch.daemon.config import MAX_WORKERS, check_cluster
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.fingerprint.transforms import parse_transforms
 from dupwatch.index.matches import MAX_RADIUS
@@ -31,6 +31,14 @@ def workers(text: str) -> int:
     if not 1 <= value <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WORKERS}, not {value}")
     return value
+
+
+def cluster(text: str) -> str:
+    """A Dask scheduler's address, by its form (as the config's `cluster`)."""
+    try:
+        return check_cluster(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def folder(text: str) -> str:
