@@ -1,7 +1,8 @@
 """The hashing processes the writer feeds: a process pool, started again when a worker dies
-(killed, or crashed in a decoder) and tried again a little later when starting one fails; and
-the one-off jobs of queries (a fingerprint, a pixel digest), which run there too, so that a
-decode has its time and memory limits and a crash costs a worker, not the service.
+(killed, or crashed in a decoder) and tried again a little later when starting one fails; the
+pixel digests a burst's writing will need, made there ahead of the write; and the one-off jobs
+of queries (a fingerprint, a pixel digest), which run there too, so that a decode has its time
+and memory limits and a crash costs a worker, not the service.
 
 Pool changes happen in the writer thread; `run` may be called from any thread and asks the
 writer (through `in_writer`) to replace a pool it finds broken.
@@ -17,8 +18,10 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from dupwatch.index.errors import UnreadableFile
+from dupwatch.index.hashing.engine import DonePixels, PixelJob
 from dupwatch.index.hashing.limits import HARD_GRACE_S, timed_out
 from dupwatch.index.hashing.pool import kill_workers
+from dupwatch.index.hashing.tasks import digest_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +40,27 @@ class Hashers:
         self.pool = new_pool()
         self.retry_at: float | None = None  # set while new processes fail to start
 
-    def submit(self, job: Callable[..., Any], path: bytes) -> Future[Any] | None:
-        """Hand `job(path, hash_timeout_s)` to a process; None when no pool can take it now
+    def submit(self, job: Callable[..., Any], paths: list[bytes]) -> Future[Any] | None:
+        """Hand `job(paths, hash_timeout_s)` to a process; None when no pool can take it now
         (a broken pool is replaced once; if that fails too, it is tried again later)."""
         if self.retry_at is not None and time.monotonic() < self.retry_at:
             return None
         for attempt in range(2):
             try:
-                return self.pool.submit(job, path, self.hash_timeout_s)
+                return self.pool.submit(job, paths, self.hash_timeout_s)
             except Exception as error:  # a broken pool, or a forkserver killed mid-start
                 if attempt or not self.replace():
                     self._retry_later(error)
         return None
+
+    def pixel_digests(self, paths: list[bytes]) -> PixelJob:
+        """Start the pixel digests of `paths` in a process (for prefetch.PixelPrefetch); a
+        pool that cannot take them gives none: the writing decodes them itself."""
+        try:
+            future = self.pool.submit(digest_batch, paths, self.hash_timeout_s)
+        except Exception:  # a broken pool: the writing decodes them (in a new one)
+            return DonePixels({})
+        return _PixelTask(future, 2 * len(paths) * self.hash_timeout_s + HARD_GRACE_S)
 
     def retry_in_s(self) -> float | None:
         """How long until starting processes is tried again; None when nothing waits."""
@@ -108,3 +120,18 @@ class Hashers:
         log.warning("cannot start hashing processes (%s); trying again in %g s",
                     error, POOL_RETRY_S)  # fmt: skip
         self.retry_at = time.monotonic() + POOL_RETRY_S
+
+
+class _PixelTask:
+    """Pixel digests being made in a process, waited for at most `limit_s`."""
+
+    def __init__(self, future: Future[Any], limit_s: float) -> None:
+        self._future = future
+        self._limit_s = limit_s
+
+    def result(self) -> dict[bytes, bytes | None]:
+        try:
+            return dict(self._future.result(self._limit_s))
+        except Exception:  # broken or stuck: the writing decodes them itself
+            self._future.cancel()
+            return {}

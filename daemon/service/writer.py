@@ -2,11 +2,9 @@
 
 Changes from the watcher, hash results from the worker processes and calls from the socket
 server all arrive on one queue; this thread alone opens LMDB write transactions, grouping a
-burst of hashed files into few of them (each file still all-or-nothing).
-
-Longer than 450 lines because the queue, the hashing in hand and the batches of results share
-one state that only this thread touches (what waits, what is submitted, what is being
-stored); the pool of processes itself is hashers.py's.
+burst of hashed files into few of them (each file still all-or-nothing). The files being
+hashed are hashing_queue.py's (what waits, what is submitted, deadlines, crashes); the pool
+of processes itself is hashers.py's.
 """
 
 from __future__ import annotations
@@ -20,25 +18,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dupwatch.daemon.service.diskfull import CHECK_S, DiskFull, is_disk_full
 from dupwatch.daemon.service.hashers import Hashers
+from dupwatch.daemon.service.hashing_queue import Hashed, HashingQueue
 from dupwatch.daemon.service.watcher import Change, ChangeKind
-from dupwatch.index import (
-    AddResult,
-    Fingerprint,
-    FingerprintError,
-    Index,
-    MissingFile,
-    UnreadableFile,
-)
+from dupwatch.index import AddResult, Fingerprint, FingerprintError, Index, MissingFile
 from dupwatch.index.errors import DupwatchError
 from dupwatch.index.folders import walk
-from dupwatch.index.hashing.limits import HARD_GRACE_S, HASH_TIMEOUT_S, timed_out
+from dupwatch.index.hashing.limits import HASH_TIMEOUT_S
 from dupwatch.index.hashing.tasks import digest_pixels, hash_file
+from dupwatch.index.prefetch import PixelPrefetch
 from dupwatch.index.update import plan
 
 log = logging.getLogger(__name__)
@@ -47,7 +39,6 @@ T = TypeVar("T")
 
 WRITE_BATCH = 256  # hashed files per write transaction during a burst
 WRITE_EVERY_S = 0.25  # during a burst, write at least this often
-SUBMIT_PER_WORKER = 4  # hashes handed to the pool ahead; the rest wait here, cheap to cancel
 DEADLINE_TICK_S = 0.5  # how often the hashes in hand are held against their deadline
 
 
@@ -77,22 +68,13 @@ class Reconcile:
 
 
 @dataclass(frozen=True, slots=True)
-class _Hashed:
-    path: bytes
-    outcome: Fingerprint | FingerprintError | None  # None: cancelled at shutdown
-    st: os.stat_result | None
-    future: Future[Any] | None = None  # which submission: a path may be submitted again
-
-
-@dataclass(frozen=True, slots=True)
 class _Call:
     function: Callable[[Index], Any]
     future: Future[Any]
 
 
 _STOP = object()
-_BROKEN: Any = object()  # the outcome of a hash whose worker process died
-Item = Change | Reconcile | _Hashed | _Call | object
+Item = Change | Reconcile | Hashed | _Call | object
 
 
 class Writer:
@@ -119,17 +101,14 @@ class Writer:
         self.hash_timeout_s = hash_timeout_s
         self.roots = roots or index.roots
         self.disk = DiskFull(index.path)
-        self._running_since: dict[bytes, float] = {}  # submitted path -> first seen running
         self.hashers = Hashers(new_pool, hash_timeout_s)
-        self._crashes: dict[bytes, int] = {}  # path -> pools that broke while it was hashed
         self.ignore = tuple(ignore)
         self.on_duplicate = on_duplicate
         self.stats = Stats()
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
-        self._waiting: deque[bytes] = deque()  # to hash, not yet given to the pool
-        self._submitted: dict[bytes, Future[Any]] = {}
-        self._known: set[bytes] = set()  # waiting or submitted: never hash one path twice at once
-        self._max_submitted = max(1, workers) * SUBMIT_PER_WORKER
+        self.hashing = HashingQueue(self.hashers, workers=workers, deliver=self._queue.put)
+        # The pixel digests a burst's writing needs, decoded by the hashing processes ahead.
+        self._prefetch = PixelPrefetch(index, self.hashers)
         self._reconciles: list[Reconcile] = []
         self._batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
         self._batch_started = 0.0
@@ -176,7 +155,7 @@ class Writer:
     @property
     def queue_length(self) -> int:
         """Changes and files not handled yet (approximate: read without a lock)."""
-        return self._queue.qsize() + len(self._known) + len(self._batch)
+        return self._queue.qsize() + len(self.hashing) + len(self._batch)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -202,7 +181,7 @@ class Writer:
                     self._pause(exc)
                 else:
                     log.exception("the writer failed on %r; carrying on", item)
-            if self._stopping and not self._submitted:
+            if self._stopping and not self.hashing.submitted:
                 try:
                     self._flush()
                 except Exception:
@@ -223,18 +202,18 @@ class Writer:
             self._reconcile(Reconcile(self.roots()))
         if self._should_flush():
             self._flush()
-        self._pump()
+        self.hashing.pump()
 
     def _wait_s(self) -> float | None:
         waits = [1.0] if self._stopping else []
         if self._batch:
             waits.append(max(0.0, self._batch_started + WRITE_EVERY_S - time.monotonic()))
-        if self._submitted:
+        if self.hashing.submitted:
             waits.append(DEADLINE_TICK_S)
         if self.disk.reason is not None:
             waits.append(CHECK_S)
         retry_in_s = self.hashers.retry_in_s()
-        if retry_in_s is not None and self._waiting:
+        if retry_in_s is not None and self.hashing.waiting:
             waits.append(retry_in_s)
         return min(waits, default=None)
 
@@ -242,14 +221,14 @@ class Writer:
         if not self._batch:
             return False
         # Alone (no burst behind it), a file is written at once: the alert must not wait.
-        burst = bool(self._waiting) or len(self._submitted) > 1
+        burst = self.hashing.is_burst()
         late = time.monotonic() - self._batch_started >= WRITE_EVERY_S
         return not burst or late or len(self._batch) >= WRITE_BATCH or self._stopping
 
     def _handle(self, item: Item) -> None:
         if item is _STOP:
             self._begin_stop()
-        elif isinstance(item, _Hashed):
+        elif isinstance(item, Hashed):
             self._hashed(item)
         elif isinstance(item, _Call):
             self._flush()
@@ -275,12 +254,7 @@ class Writer:
 
     def _begin_stop(self) -> None:
         self._stopping = True
-        self._waiting.clear()
-        for path, future in list(self._submitted.items()):
-            if future.cancel():  # not started: drop it; the one in hand finishes
-                self._submitted.pop(path)
-                self._known.discard(path)
-        self._known = set(self._submitted)
+        self.hashing.stop()
 
     # Changes
 
@@ -309,7 +283,7 @@ class Writer:
             self._consider(dest)
             return
         self.stats.moved += self.index.move(src, dest)
-        if src in self._known:
+        if src in self.hashing:
             self._consider(dest)  # it was changing under the old name as it moved
             return
         try:
@@ -329,7 +303,7 @@ class Writer:
         Only regular files: a symbolic link is not followed (as in walk()), it could lead
         out of the watched folders or loop; a FIFO or device is never opened.
         """
-        if path in self._known:
+        if path in self.hashing:
             return True  # its result is checked against the file's stat when it comes back
         try:
             st = os.lstat(path)
@@ -340,8 +314,7 @@ class Writer:
         if self.index.is_current(path, st):
             self.stats.unchanged += 1
             return False
-        self._known.add(path)
-        self._waiting.append(path)
+        self.hashing.add(path)
         return True
 
     def _reconcile(self, job: Reconcile) -> None:
@@ -371,48 +344,17 @@ class Writer:
 
     # Hashing
 
-    def _pump(self) -> None:
-        while self._waiting and len(self._submitted) < self._max_submitted:
-            path = self._waiting[0]  # taken off only once submitted: a failure loses nothing
-            future = self.hashers.submit(hash_file, path)
-            if future is None:
-                return  # no processes to take it now; tried again a little later
-            self._waiting.popleft()
-            self._submitted[path] = future
-            future.add_done_callback(self._result_callback(path))
-
-    def _result_callback(self, path: bytes) -> Callable[[Future[Any]], None]:
-        def deliver(future: Future[Any]) -> None:  # runs in the pool's thread
-            if future.cancelled():
-                outcome: Any = (path, None, None)
-            elif isinstance(future.exception(), BrokenProcessPool):
-                outcome = (path, _BROKEN, None)
-            elif future.exception() is not None:
-                error = future.exception()
-                outcome = (path, FingerprintError(path, f"hashing failed: {error}"), None)
-            else:
-                outcome = future.result()
-            self._queue.put(_Hashed(*outcome, future=future))
-
-        return deliver
-
-    def _hashed(self, done: _Hashed) -> None:
-        future = self._submitted.get(done.path)
-        if future is None or future is not done.future:
-            return  # cancelled, timed out or dropped for a full disk: already forgotten
-        del self._submitted[done.path]
-        self._running_since.pop(done.path, None)
-        self._known.discard(done.path)
-        outcome = done.outcome
-        if outcome is _BROKEN:
-            self._retry_after_crash(done.path, future)
-            return
-        if isinstance(outcome, Fingerprint) and done.st is not None:
-            if self._check_and_batch(done.path, outcome, done.st):
+    def _hashed(self, done: Hashed) -> None:
+        taken = self.hashing.take(done)
+        if taken is None:
+            return  # forgotten already, or hashed again after a crash
+        outcome = taken.outcome
+        if isinstance(outcome, Fingerprint) and taken.st is not None:
+            if self._check_and_batch(taken.path, outcome, taken.st):
                 return  # settled once it is stored
         elif isinstance(outcome, FingerprintError):
-            self._failed(outcome, done.st)
-        self._settle(done.path)
+            self._failed(outcome, taken.st)
+        self._settle(taken.path)
 
     def _check_and_batch(self, path: bytes, fp: Fingerprint, st_before: os.stat_result) -> bool:
         """Batch the result if the file is still what was read; True when batched."""
@@ -426,63 +368,30 @@ class Writer:
         if not self._batch:
             self._batch_started = time.monotonic()
         self._batch.append((path, fp, st_before))
+        try:
+            self._prefetch.start([(path, fp, st_before)])
+        except Exception:  # only a head start: the writing decodes what is missing
+            log.exception("could not start the pixel digests of %s", os.fsdecode(path))
         return True
 
     def _check_deadlines(self) -> None:
-        """A file its worker holds long past the time limit (a decoder stuck inside C never
-        takes the timer's signal): report it as timed out, kill the processes, and hand the
-        other files in hand to new ones."""
-        now = time.monotonic()
-        # A submitted file may wait for a worker whose file runs to its own limit first.
-        limit_s = 2 * self.hash_timeout_s + min(HARD_GRACE_S, self.hash_timeout_s)
-        late = []
-        for path, future in self._submitted.items():
-            if future.running():  # in a worker, or next in line for one
-                started = self._running_since.setdefault(path, now)
-                if now - started > limit_s:
-                    late.append(path)
-        if not late:
-            return
-        log.warning("hashing %d file(s) overran the time limit; killing the hashing processes",
-                    len(late))  # fmt: skip
-        others = [path for path in self._submitted if path not in late]
-        self._submitted.clear()
-        self._running_since.clear()
-        self._waiting.extendleft(reversed(others))  # still in _known: hashed by the new pool
-        self.hashers.kill()
-        for path in late:
-            self._known.discard(path)
-            self._failed(timed_out(path, self.hash_timeout_s), _lstat(path))
-        self._settle(*late)
+        """Files their workers hold long past the time limit: reported as timed out (the
+        hashing queue kills the processes and hands the other files to new ones)."""
+        late = self.hashing.overdue()
+        for _path, error, st in late:
+            self._failed(error, st)
+        self._settle(*(path for path, _error, _st in late))
 
     def _pause(self, error: Exception) -> None:
         """The index's disk is full: stop indexing (reads go on) and forget the work in hand.
         Nothing is lost: the files are on disk, and the end of the pause reconciles them."""
         self.disk.pause(error)
-        for future in self._submitted.values():
-            future.cancel()
-        self._submitted.clear()
-        self._running_since.clear()
-        self._waiting.clear()
-        self._known.clear()
+        self.hashing.clear()
         self._batch.clear()
         for job in self._reconciles:
             if not job.done.done():
                 job.done.set_result(job)
         self._reconciles.clear()
-
-    def _retry_after_crash(self, path: bytes, future: Future[Any]) -> None:
-        """Hash again in a new pool; a file in hand at two crashes is reported, not retried."""
-        if self.hashers.broke_after(future):
-            self.hashers.replace()
-        crashes = self._crashes[path] = self._crashes.get(path, 0) + 1
-        if crashes >= 2 or self._stopping:
-            self._crashes.pop(path, None)
-            self._failed(UnreadableFile(path, "the hashing process died while reading it"))
-            self._settle(path)
-            return
-        self._known.add(path)
-        self._waiting.append(path)
 
     def _failed(self, error: FingerprintError, st: os.stat_result | None = None) -> None:
         if isinstance(error, MissingFile):
@@ -500,7 +409,7 @@ class Writer:
     def _settle(self, *paths: bytes) -> None:
         """These paths are done (stored, failed or gone): a reconciliation may be complete."""
         if self._reconciles:
-            done = [path for path in paths if path not in self._known]
+            done = [path for path in paths if path not in self.hashing]
             for job in self._reconciles:
                 job.left.difference_update(done)
             self._finish_reconciles()
@@ -511,6 +420,7 @@ class Writer:
         batch = self._batch
         paths = [path for path, _fp, _st in batch]
         try:
+            self._prefetch.provide()
             results = self.index.put_many(batch)
             self.stats.hashed += len(results)
             for result in results:
@@ -526,13 +436,6 @@ class Writer:
             # Left in the queue's length until announced: an empty queue means all is told.
             self._batch = []
         self._settle(*paths)  # after the counters: READY may follow at once
-
-
-def _lstat(path: bytes) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
