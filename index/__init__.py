@@ -5,12 +5,13 @@ here (the service lives in dupwatch.daemon, which this package never imports).
 Layers, each importing only those before it:
 - `errors.py`: the errors, each naming the file or index and the cause.
 - `fingerprint/`: what a picture is (decoding, hashes, transforms, pixel digests).
-- `hashing/`: running fingerprinting (time and memory limits, a pool of hashing processes).
+- `hashing/`: running fingerprinting (time and memory limits, hashing engines: a pool of
+  hashing processes fed in batches, or the workers of a Dask cluster).
 - `store/`: where fingerprints live (the LMDB environment, records, migrations, the BK-tree,
   stored pairs, the consistency check).
 - the Index API, in this folder: `index.py` (the Index: add, remove, move, query, groups),
-  with `matches.py`, `groups.py`, `transformed.py`, `pixel_digests.py`, `folders.py` and
-  `update.py` below it, and `ignore.py` and `compare.py` above it.
+  with `matches.py`, `groups.py`, `transformed.py`, `pixel_digests.py`, `prefetch.py`,
+  `folders.py` and `update.py` below it, and `ignore.py` and `compare.py` above it.
 - `cleanup/`: acting on duplicates (quarantine, label files).
 
 Names are exported lazily: `from dupwatch.index.errors import ...` (which the command line
