@@ -98,9 +98,10 @@ def test_reindex_on_the_cluster_from_the_config_file(cluster, pictures, tmp_path
     before = dump(tmp_path / "index", pictures)
     config = tmp_path / "config.toml"
     config.write_text(f'cluster = "{cluster.scheduler_address}"\n')
-    result = dupwatch("reindex", "--config", config, index=tmp_path / "index")
+    result = dupwatch("reindex", "--config", config, "--progress", index=tmp_path / "index")
     assert result.returncode == 0, result.stderr
     assert dump(tmp_path / "index", pictures) == before
+    assert " left, 2 workers" in result.stderr  # the cluster's worker threads, in the progress
 
 
 def test_the_time_limit_holds_on_the_workers(cluster, tmp_path) -> None:

@@ -77,8 +77,11 @@ def chosen_groups(
     return groups, pair_counts(groups, splits) if splits else []
 
 
-def hashing_progress(args: argparse.Namespace) -> Progress:
-    return Progress("hashing", enabled=args.progress)
+def hashing_progress(args: argparse.Namespace, engine: Engine | None = None) -> Progress:
+    progress = Progress("hashing", enabled=args.progress)
+    if engine is not None:
+        progress.set_workers(engine.workers)  # a cluster's worker threads, when it hashes
+    return progress
 
 
 @contextlib.contextmanager
@@ -118,7 +121,7 @@ def scan(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             raise DupwatchError(f"{printable(folder)}: not a folder")
     with open_index(args) as index, hashing_engine(args) as engine:
-        progress = hashing_progress(args)
+        progress = hashing_progress(args, engine)
         report = index.update(folders, workers=args.workers, progress=progress, engine=engine)
         progress.finish()
         groups, pairs = chosen_groups(index, args, folders)
@@ -294,7 +297,7 @@ def reindex(args: argparse.Namespace) -> int:
         Index.open(path, radius=settings(args).radius, check_params=False) as index,
         hashing_engine(args) as engine,
     ):
-        progress = hashing_progress(args)
+        progress = hashing_progress(args, engine)
         report = index.reindex(workers=args.workers, progress=progress, engine=engine)
         progress.finish()
     print_failures(report.failed)
