@@ -31,7 +31,7 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycl
 @pytest.fixture(scope="session")
 def cluster():
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as local:
         yield local
 
@@ -169,7 +169,7 @@ def test_a_folder_the_workers_cannot_see_is_named(cluster, pictures, tmp_path) -
     hidden = tmp_path / "share"
     (hidden / "labels").mkdir(parents=True)
     photo("chelsea.png").save(hidden / "labels" / "cat.png")
-    scheduler = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None)
+    scheduler = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0")
     worker_command = (
         f"mount -t tmpfs none {hidden} && exec {sys.executable} -m distributed.cli.dask_worker"
         f" {scheduler.scheduler_address} --nthreads 1 --no-nanny --no-dashboard"

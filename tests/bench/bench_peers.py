@@ -262,7 +262,7 @@ def start_cluster():  # noqa: ANN201
     import distributed
 
     return distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
 
 
