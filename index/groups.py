@@ -142,8 +142,9 @@ def keeper_rank(
 def derived_copies(records: dict[int, FileRecord], pairs: dict[int, list[Pair]]) -> set[int]:
     """Files that are copies made from another file they pair with: the cut-down side of a
     crop, a lossless re-encode of a lossy file's pixels (or, in one format, the newer of
-    two files with the same pixels), and the turned or mirrored side of a turned pair (the
-    one with fewer untransformed partners, or else the newer)."""
+    two files with the same pixels), the turned or mirrored side of a turned pair (the one
+    with fewer untransformed partners, or else the newer), and a picture inside borders or a
+    screenshot's frame paired with the picture alone."""
     derived = set()
     for file_id, partners in pairs.items():
         me = records[file_id]
@@ -159,6 +160,8 @@ def derived_copies(records: dict[int, FileRecord], pairs: dict[int, list[Pair]])
                 if (plain, _age(me)) < (their_plain, _age(other)):
                     derived.add(file_id)
             elif pair.kind == Kind.PIXEL and _re_encoded(me, other):
+                derived.add(file_id)
+            elif me.framed and not other.framed:  # a screenshot or framed copy of it
                 derived.add(file_id)
     return derived
 

@@ -222,6 +222,10 @@ class Index:
             height=fp.height,
             format=fp.format,
             centre=fp.centre,
+            low_information=fp.low_information,
+            thumbnail=fp.thumbnail,
+            framed=fp.framed,
+            orientations=fp.orientations[1:],
         )
         # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
         pair_radius = self.pairs.radius(txn)

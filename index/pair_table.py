@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import lmdb
 
+from dupwatch.index.fingerprint.detail import near_allowed
 from dupwatch.index.matching import Matcher
 from dupwatch.index.store.environment import Store
-from dupwatch.index.store.pairs import Pair
+from dupwatch.index.store.pairs import Kind, Pair
 from dupwatch.index.store.records import from_u64, u64
 
 
@@ -69,11 +70,18 @@ class PairTable:
         txn.drop(db, delete=False)
         for record in list(self.store.records(txn)):
             matches = self.matcher.find(
-                txn, record.bits, record.centre, None, None, radius, exclude=record.id
-            )
+                txn, record.bits, record.centre, None, None, radius, exclude=record.id,
+                second_look=False,
+            )  # fmt: skip
             for match in matches:
                 if match.record.id > record.id:
                     kind = self.matcher.pair_kind(txn, record, match)
+                    other = match.record
+                    if kind is Kind.NEAR and not near_allowed(
+                        record.low_information, record.thumbnail,
+                        other.low_information, other.thumbnail,
+                    ):  # fmt: skip
+                        continue
                     pair = Pair(match.record.id, match.distance, kind)
                     self.put(txn, record.id, pair)
         for file_id, pair in transformed:

@@ -56,6 +56,7 @@ class UpdateReport:
     removed: int = 0
     failed: list[FingerprintError] = field(default_factory=list)
     results: list[AddResult] = field(default_factory=list)
+    notes: list[tuple[bytes, str]] = field(default_factory=list)  # (path, what decoding said)
 
 
 def plan(
@@ -129,6 +130,7 @@ def rehash(
                 failures.append((path, st, outcome.reason))
         else:
             batch.append((path, outcome, st))
+            report.notes += [(path, note) for note in outcome.notes]
         if len(batch) >= WRITE_BATCH or time.monotonic() - last_write > WRITE_EVERY_S:
             write()
             last_write = time.monotonic()

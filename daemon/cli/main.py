@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dupwatch: %(message)s")
+    # A Python or Pillow warning never reaches the terminal: what one says about a file is in
+    # that file's notes (Fingerprint.notes); any other goes nowhere.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
     try:
         args.config_values = load_config(args.config)
         return handler(args.handler)(args)
