@@ -34,6 +34,17 @@ def _turn_looks_alike(fp: Fingerprint, match: Match) -> bool:
     return undo is None or confirms_turned(fp.thumbnail, match.record.thumbnail, undo)
 
 
+def as_fingerprint(record: FileRecord) -> Fingerprint:
+    """What an indexed record keeps of its fingerprint: the hashes of the whole picture and
+    turned (no crop regions but the centre), the detail."""
+    return Fingerprint(
+        record.bits, record.digest, record.width, record.height, record.format, record.size,
+        orientations=(record.bits, *record.orientations),
+        low_std=0.0 if record.low_information else 100.0,
+        thumbnail=record.thumbnail,
+    )  # fmt: skip
+
+
 class Matcher:
     """What one index matches against: its store and tree, the pixel digests that tell a
     `pixel` match, and the transforms (and crop table) that `--transforms` asks for."""
@@ -89,14 +100,28 @@ class Matcher:
                     if kind is Kind.NEAR and second_look and not _looks_alike(fp, record):
                         continue
                     found.append(Match(record, distance, kind))
-        if fp is not None and self.transforms and not fp.low_information:
+        if fp is not None and self.transforms:
             seen = {m.record.id for m in found} | {exclude}
-            found += [
-                m
-                for m in self.transformed(txn, fp, path, radius, seen)
-                if not m.record.low_information and _turn_looks_alike(fp, m)
-            ]
+            found += self.through_transforms(txn, fp, path, radius, seen)
         return sorted(found, key=best_first)
+
+    def through_transforms(
+        self,
+        txn: lmdb.Transaction,
+        fp: Fingerprint,
+        path: bytes | None,
+        radius: int,
+        seen: set[int | None],
+    ) -> list[Match]:
+        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py),
+        each past the second look; none for a low-information picture."""
+        if fp.low_information:
+            return []
+        return [
+            m
+            for m in self.transformed(txn, fp, path, radius, seen)
+            if not m.record.low_information and _turn_looks_alike(fp, m)
+        ]
 
     def kind(
         self,

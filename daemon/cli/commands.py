@@ -286,7 +286,10 @@ def reindex(args: argparse.Namespace) -> int:
     path = index_path(args)
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
-    with Index.open(path, radius=settings(args).radius, check_params=False) as index:
+    config = settings(args)
+    with Index.open(
+        path, radius=config.radius, check_params=False, transforms=config.transforms
+    ) as index:
         progress = hashing_progress(args)
         report = index.reindex(workers=args.workers, progress=progress)
         progress.finish()

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
     )
-    reindex = command("reindex", "hash every indexed file again (new hash version)")
+    reindex = command("reindex", "hash every indexed file again (new hash version)", matching)
     reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
     add_progress_option(reindex)
     daemon = command("daemon", "run the service in the foreground", matching)
