@@ -117,11 +117,11 @@ class Matcher:
         each past the second look; none for a low-information picture."""
         if fp.low_information:
             return []
-        return [
-            m
-            for m in self.transformed(txn, fp, path, radius, seen)
-            if not m.record.low_information and _turn_looks_alike(fp, m)
+        found = [
+            Match(f.record, f.distance, Kind.NEAR, transform=f.transform)
+            for f in transformed_matches(self, txn, fp, path, radius, seen)
         ]
+        return [m for m in found if not m.record.low_information and _turn_looks_alike(fp, m)]
 
     def kind(
         self,
@@ -155,15 +155,3 @@ class Matcher:
             if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
                 return Kind.PIXEL
         return Kind.NEAR
-
-    def transformed(
-        self,
-        txn: lmdb.Transaction,
-        fp: Fingerprint,
-        path: bytes | None,
-        radius: int,
-        seen: set[int | None],
-    ) -> list[Match]:
-        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py)."""
-        found = transformed_matches(self, txn, fp, path, radius, seen)
-        return [Match(f.record, f.distance, Kind.NEAR, transform=f.transform) for f in found]
