@@ -104,9 +104,12 @@ def resized(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return large / small >= SIZE_RATIO
 
 
-def prepared(path: str, side: int) -> dict:
-    """Both framings of a picture: as it is, and cut to what differs from its margin."""
+def prepared(path: str, side: int, undo: Image.Transpose | None = None) -> dict:
+    """Both framings of a picture: as it is, and cut to what differs from its margin; `undo`
+    turns it first."""
     img = load(path)
+    if undo is not None:
+        img = img.transpose(undo)
     boxes = [content_box(on_background(img, colour)) for colour in (0, 255)]
     # The same box on both backgrounds (the union), so they stay comparable.
     box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
@@ -183,32 +186,57 @@ def run_scan(folder: str, index: str | None, extra: list[str]) -> tuple[dict, st
     return json.loads(done.stdout), done.stderr
 
 
-def audit(scan: dict) -> tuple[list[dict], dict]:
-    cache: dict[tuple[str, int], dict | None] = {}
+# A member's "transform" says how it is the keeper (or its "via") transformed; this turns it
+# back (dupwatch.index.transforms.ORIENTATIONS, as Pillow transposes).
+UNDO = {
+    "rot90": Image.Transpose.ROTATE_270,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_90,
+    "flip_lr": Image.Transpose.FLIP_LEFT_RIGHT,
+    "flip_tb": Image.Transpose.FLIP_TOP_BOTTOM,
+    "transpose": Image.Transpose.TRANSPOSE,
+    "transverse": Image.Transpose.TRANSVERSE,
+}
 
-    def get(path: str, side: int) -> dict | None:
-        if (path, side) not in cache:
+
+def audit(scan: dict) -> tuple[list[dict], dict]:
+    """Judge every near/pixel member against what it was matched to: the keeper, or the
+    member named by its "via"; a turned copy turned back first. Crops ("crop", "uncrop") are
+    counted apart (a crop is another framing, which this comparison does not look for)."""
+    cache: dict[tuple[str, int, str | None], dict | None] = {}
+
+    def get(path: str, side: int, undo: str | None = None) -> dict | None:
+        if (path, side, undo) not in cache:
             try:
-                cache[path, side] = prepared(path, side)
+                cache[path, side, undo] = prepared(path, side, UNDO.get(undo or ""))
             except Exception as error:  # noqa: BLE001 - an unreadable file is reported, not fatal
                 print(f"audit: cannot read {path}: {error}", file=sys.stderr)
-                cache[path, side] = None
-        return cache[path, side]
+                cache[path, side, undo] = None
+        return cache[path, side, undo]
 
     rows = []
     for number, group in enumerate(scan["groups"]):
-        keep = group["files"][0]
+        by_path = {f["path"]: f for f in group["files"]}
         for member in group["files"][1:]:
             if member["kind"] not in ("near", "pixel"):
                 continue
-            side = pair_side((keep["width"], keep["height"]), (member["width"], member["height"]))
-            a, b = get(keep["path"], side), get(member["path"], side)
+            other = by_path.get(member.get("via", ""), group["files"][0])
+            transform = member.get("transform")
+            if transform in ("crop", "uncrop"):
+                rows.append({"group": number, "keep": other["path"], "path": member["path"],
+                             "kind": member["kind"], "distance": member["distance"],
+                             "transform": transform, "same": True, "unaudited": True,
+                             "mean": 0.0, "share": 0.0, "aspect": 0.0, "corr": 0.0,
+                             "reason": "crop"})  # fmt: skip
+                continue
+            side = pair_side((other["width"], other["height"]), (member["width"], member["height"]))
+            a, b = get(other["path"], side), get(member["path"], side, transform)
             if a is None or b is None:
                 continue
             verdict = judge(a, b)
-            rows.append({"group": number, "keep": keep["path"], "path": member["path"],
+            rows.append({"group": number, "keep": other["path"], "path": member["path"],
                          "kind": member["kind"], "distance": member["distance"],
-                         "transform": member.get("transform"), "same": verdict.same,
+                         "transform": transform, "same": verdict.same,
                          "mean": round(verdict.mean, 1), "share": round(verdict.share, 3),
                          "aspect": round(verdict.aspect, 3), "corr": round(verdict.corr, 3),
                          "reason": verdict.reason})  # fmt: skip
@@ -224,6 +252,7 @@ def audit(scan: dict) -> tuple[list[dict], dict]:
         "wrong_at_0": sum(r["distance"] == 0 for r in wrong),
         "largest_group": max(sizes, default=0),
         "low_information": len(scan.get("low_information", [])),
+        "crop_pairs_unaudited": sum(bool(r.get("unaudited")) for r in rows),
     }
     return rows, summary
 
