@@ -22,12 +22,14 @@ from dupwatch.index.fingerprint.confirm import (
     turn_correlation,
 )
 from dupwatch.index.fingerprint.decode import readable_formats
+from dupwatch.index.fingerprint.detail import confirms_turned, near_allowed
 from dupwatch.index.fingerprint.file import (
     Fingerprint,
     comparison_picture,
     fingerprint,
     match_distance,
 )
+from dupwatch.index.fingerprint.geometry import ORIENTATIONS
 from dupwatch.index.fingerprint.pixels import same_pixels
 from dupwatch.index.fingerprint.transforms import (
     ORIENTATION_NAMES,
@@ -156,6 +158,10 @@ def compare(
     if turned:
         picture_a, picture_b = comparison_picture(a), comparison_picture(b)
         for distance, name in turned:
+            if fa.low_information or fb.low_information:
+                break
+            if not confirms_turned(fa.thumbnail, fb.thumbnail, ORIENTATIONS[name]):
+                continue  # as the index decides it (matching.py, fingerprint/detail.py)
             if turn_correlation(picture_a, picture_b, name) >= TURN_MIN_CORRELATION:
                 result.kind, result.transform, result.match_distance = "near", name, distance
                 break
@@ -165,13 +171,17 @@ def compare(
 
 
 def _kind(a, b, fa: Fingerprint, fb: Fingerprint, result: Comparison, radius: int) -> str | None:
-    """As the index decides it (Matcher.kind)."""
+    """As the index decides it (Matcher.kind, then the second look of fingerprint/detail.py:
+    a low-information picture is never near, and the thumbnails must agree)."""
     if fa.digest == fb.digest:
         return "exact"
     same_size = (fa.width, fa.height) == (fb.width, fb.height)
     if result.full_distance == 0 and same_size and same_pixels(a, b):
         return "pixel"
-    return "near" if result.distance <= radius else None
+    if result.distance > radius:
+        return None
+    allowed = near_allowed(fa.low_information, fa.thumbnail, fb.low_information, fb.thumbnail)
+    return "near" if allowed else None
 
 
 def _compare_crops(result: Comparison, a, b, fa: Fingerprint, fb: Fingerprint) -> None:

@@ -142,8 +142,9 @@ def keeper_rank(
 def derived_copies(records: dict[int, FileRecord], pairs: dict[int, list[Pair]]) -> set[int]:
     """Files that are copies made from another file they pair with: the cut-down side of a
     crop, a lossless re-encode of a lossy file's pixels (or, in one format, the newer of
-    two files with the same pixels), and the turned or mirrored side of a turned pair (the
-    one with fewer untransformed partners, or else the newer)."""
+    two files with the same pixels), the turned or mirrored side of a turned pair (the one
+    with fewer untransformed partners, or else the newer), and a picture inside borders or a
+    screenshot's frame paired with the picture alone."""
     derived = set()
     for file_id, partners in pairs.items():
         me = records[file_id]
@@ -159,6 +160,8 @@ def derived_copies(records: dict[int, FileRecord], pairs: dict[int, list[Pair]])
                 if (plain, _age(me)) < (their_plain, _age(other)):
                     derived.add(file_id)
             elif pair.kind == Kind.PIXEL and _re_encoded(me, other):
+                derived.add(file_id)
+            elif me.framed and not other.framed:  # a screenshot or framed copy of it
                 derived.add(file_id)
     return derived
 
@@ -181,14 +184,25 @@ def build_groups(
     pairs: dict[int, list[Pair]],
     keeper: Keeper | None = None,
 ) -> list[Group]:
-    """Greedy groups around keepers: the best unassigned file takes its unassigned partners;
-    then each file left out (all its partners taken already) joins the group of its closest
-    partner, `via` that partner. Largest groups first."""
+    """Greedy groups around keepers: the best unassigned file takes its unassigned partners.
+    A turned or mirrored copy of a file already in a group joins that group, `via` that file,
+    instead of leading the other turned copies in a group of its own (a match through a turn
+    is confirmed on pixels: this cannot chain unrelated pictures). Then each file left out
+    (all its partners taken already) joins the group of its closest partner, `via` it.
+    Largest groups first."""
     keeper = keeper or Keeper()
     assigned: dict[int, int] = {}  # file id -> index of its group
     groups: list[Group] = []
     for file_id in sorted(pairs, key=lambda i: keeper.rank(records[i])):
         if file_id in assigned:
+            continue
+        turned = [
+            p
+            for p in pairs[file_id]
+            if p.other in assigned and p.transform in ORIENTATION_TRANSFORMS
+        ]
+        if turned:
+            _join_via(records, file_id, min(turned, key=_closest), assigned, groups)
             continue
         partners = [p for p in pairs[file_id] if p.other not in assigned and p.other in records]
         if not partners:
@@ -222,10 +236,25 @@ def _attach_left_out(
         if not known:
             continue
         best = min(known, key=lambda p: (p.distance, KIND_CODES[p.kind], records[p.other].path))
-        distance = 0 if best.kind != Kind.NEAR else best.distance
-        member = Member(records[file_id], distance, best.kind, best.transform, records[best.other])
-        groups[assigned[best.other]].members.append(member)
-        assigned[file_id] = assigned[best.other]
+        _join_via(records, file_id, best, assigned, groups)
+
+
+def _closest(pair: Pair) -> tuple:
+    return (pair.distance, KIND_CODES[pair.kind], pair.other)
+
+
+def _join_via(
+    records: dict[int, FileRecord],
+    file_id: int,
+    pair: Pair,
+    assigned: dict[int, int],
+    groups: list[Group],
+) -> None:
+    """File `file_id` joins the group of `pair.other`, via it (`pair` as seen from the file)."""
+    distance = 0 if pair.kind != Kind.NEAR else pair.distance
+    member = Member(records[file_id], distance, pair.kind, pair.transform, records[pair.other])
+    groups[assigned[pair.other]].members.append(member)
+    assigned[file_id] = assigned[pair.other]
 
 
 def _with_same_as(group: Group, pairs: dict[int, list[Pair]]) -> Group:

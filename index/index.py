@@ -83,8 +83,15 @@ class Index:
         if not store.readonly:
             with store.read() as txn:
                 known = store.get_meta(txn, b"pair_radius") is not None
+                files = txn.stat(store.dbs[b"files"])["entries"]
             if not known:
-                store.write(lambda txn: store.put_meta(txn, b"pair_radius", b"%d" % self.radius))
+
+                def begin(txn: lmdb.Transaction) -> None:
+                    store.put_meta(txn, b"pair_radius", b"%d" % self.radius)
+                    # A new index looks through its transforms from its first file.
+                    self.pairs.set_transforms(txn, self.transforms if not files else ())
+
+                store.write(begin)
 
     @classmethod
     def open(
@@ -205,7 +212,16 @@ class Index:
     ) -> list[AddResult]:
         """Store fingerprints already computed, in one transaction; a known path is replaced."""
         items = [(absolute(path), fp, st) for path, fp, st in items]
-        return self.store.write(lambda txn: [self._put(txn, *item) for item in items])
+
+        def change(txn: lmdb.Transaction) -> list[AddResult]:
+            results = [self._put(txn, *item) for item in items]
+            looked_through = self.pairs.transforms(txn)
+            if items and not looked_through <= self.transforms:
+                # These files' pairs were not looked for through the others.
+                self.pairs.set_transforms(txn, looked_through & self.transforms)
+            return results
+
+        return self.store.write(change)
 
     def _put(
         self, txn: lmdb.Transaction, path: bytes, fp: Fingerprint, st: os.stat_result
@@ -226,6 +242,10 @@ class Index:
             height=fp.height,
             format=fp.format,
             centre=fp.centre,
+            low_information=fp.low_information,
+            thumbnail=fp.thumbnail,
+            framed=fp.framed,
+            orientations=fp.orientations[1:],
         )
         # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
         pair_radius = self.pairs.radius(txn)
@@ -375,6 +395,7 @@ class Index:
                     f"radius {radius} needs a writable index to recompute them"
                 )
             self.recompute_pairs(radius)
+        self.look_through_transforms()
         with self.store.read() as txn:
             pairs = self.pairs.within(txn, radius)
             records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
@@ -382,6 +403,11 @@ class Index:
         kept = wanted_pairs(records, pairs, ignored, pair_filter)
         keeper = Keeper(keep, preferred, labelled, frozenset(derived_copies(records, kept)))
         return build_groups(records, kept, keeper)
+
+    def look_through_transforms(self) -> None:
+        """Pair the indexed files through this index's `--transforms` when they were indexed
+        without them, as a larger `--radius` recomputes the pairs (pair_table.py)."""
+        self.pairs.look_through(self.transforms)
 
     def recompute_pairs(self, radius: int) -> None:
         """Store the pairs of every file again, at a new radius."""
@@ -488,6 +514,7 @@ class Index:
                 txn.drop(dbs[name], delete=False)
             self.tree.clear(txn=txn)
             self.store.set_hash_params(txn, HASH_PARAMS)
+            self.pairs.set_transforms(txn, self.transforms)
 
         self.store.write(clear)
         report = UpdateReport(seen=len(paths))

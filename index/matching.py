@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import lmdb
 
+from dupwatch.index.fingerprint.detail import confirms_turned, near_allowed
 from dupwatch.index.fingerprint.file import Fingerprint, match_distance
+from dupwatch.index.fingerprint.geometry import ORIENTATIONS
 from dupwatch.index.matches import Match, best_first
 from dupwatch.index.pixel_digests import PixelDigests
 from dupwatch.index.store.bktree import BKTree
@@ -15,6 +17,32 @@ from dupwatch.index.store.environment import Store
 from dupwatch.index.store.pairs import Kind
 from dupwatch.index.store.records import FileRecord, u64
 from dupwatch.index.transformed import transformed_matches
+
+
+def _looks_alike(fp: Fingerprint | None, record: FileRecord) -> bool:
+    """The second look at a near candidate (fingerprint/detail.py). A query by hash alone has
+    no thumbnail: only the record's own low information is known."""
+    if fp is None:
+        return not record.low_information
+    return near_allowed(fp.low_information, fp.thumbnail, record.low_information, record.thumbnail)
+
+
+def _turn_looks_alike(fp: Fingerprint, match: Match) -> bool:
+    """A turned or mirrored match must also pass the second look, the query's thumbnail
+    turned back; crops are confirmed on pixels already."""
+    undo = ORIENTATIONS.get(match.transform or "")
+    return undo is None or confirms_turned(fp.thumbnail, match.record.thumbnail, undo)
+
+
+def as_fingerprint(record: FileRecord) -> Fingerprint:
+    """What an indexed record keeps of its fingerprint: the hashes of the whole picture and
+    turned (no crop regions but the centre), the detail."""
+    return Fingerprint(
+        record.bits, record.digest, record.width, record.height, record.format, record.size,
+        orientations=(record.bits, *record.orientations),
+        low_std=0.0 if record.low_information else 100.0,
+        thumbnail=record.thumbnail,
+    )  # fmt: skip
 
 
 class Matcher:
@@ -46,11 +74,14 @@ class Matcher:
         *,
         exclude: int | None = None,
         writable: bool = False,
+        second_look: bool = True,
     ) -> list[Match]:
         """Records within `radius` of the picture whose hashes are `bits` and `centre`
         (match_distance); the tree proposes them by `bits` alone, which is never farther.
-        `writable`: `txn` is a write transaction, where pixel digests made on the way are
-        kept in their records."""
+        A near match must pass the second look (fingerprint/detail.py: neither picture low
+        information, the thumbnails agree) unless `second_look` is off (the caller decides
+        the kind itself, and then looks). `writable`: `txn` is a write transaction, where
+        pixel digests made on the way are kept in their records."""
         found = []
         for full, near_bits in self.tree.find(bits, radius, txn=txn):
             for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
@@ -66,11 +97,31 @@ class Matcher:
                     found.append(Match(record, 0, Kind.EXACT, is_self=True))
                 else:
                     kind = self.kind(txn, record, fp, path, full, writable)
+                    if kind is Kind.NEAR and second_look and not _looks_alike(fp, record):
+                        continue
                     found.append(Match(record, distance, kind))
         if fp is not None and self.transforms:
             seen = {m.record.id for m in found} | {exclude}
-            found += self.transformed(txn, fp, path, radius, seen)
+            found += self.through_transforms(txn, fp, path, radius, seen)
         return sorted(found, key=best_first)
+
+    def through_transforms(
+        self,
+        txn: lmdb.Transaction,
+        fp: Fingerprint,
+        path: bytes | None,
+        radius: int,
+        seen: set[int | None],
+    ) -> list[Match]:
+        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py),
+        each past the second look; none for a low-information picture."""
+        if fp.low_information:
+            return []
+        found = [
+            Match(f.record, f.distance, Kind.NEAR, transform=f.transform)
+            for f in transformed_matches(self, txn, fp, path, radius, seen)
+        ]
+        return [m for m in found if not m.record.low_information and _turn_looks_alike(fp, m)]
 
     def kind(
         self,
@@ -104,15 +155,3 @@ class Matcher:
             if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
                 return Kind.PIXEL
         return Kind.NEAR
-
-    def transformed(
-        self,
-        txn: lmdb.Transaction,
-        fp: Fingerprint,
-        path: bytes | None,
-        radius: int,
-        seen: set[int | None],
-    ) -> list[Match]:
-        """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py)."""
-        found = transformed_matches(self, txn, fp, path, radius, seen)
-        return [Match(f.record, f.distance, Kind.NEAR, transform=f.transform) for f in found]

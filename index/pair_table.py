@@ -4,12 +4,20 @@ and found again for every file when the radius grows."""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable
+
 import lmdb
 
-from dupwatch.index.matching import Matcher
+from dupwatch.index.errors import StoreError
+from dupwatch.index.fingerprint.detail import near_allowed
+from dupwatch.index.matching import Matcher, as_fingerprint
 from dupwatch.index.store.environment import Store
-from dupwatch.index.store.pairs import Pair
+from dupwatch.index.store.pairs import Kind, Pair
 from dupwatch.index.store.records import from_u64, u64
+
+log = logging.getLogger(__name__)
 
 
 class PairTable:
@@ -45,6 +53,66 @@ class PairTable:
         raw = self.store.get_meta(txn, b"pair_radius")
         return int(raw) if raw is not None else self.default_radius
 
+    def transforms(self, txn: lmdb.Transaction) -> frozenset[str]:
+        """The transforms every file's pairs were looked for through (`--transforms`); none
+        for an index that never said (it was made before they were recorded)."""
+        raw = self.store.get_meta(txn, b"pair_transforms")
+        return frozenset(json.loads(raw)) if raw is not None else frozenset()
+
+    def set_transforms(self, txn: lmdb.Transaction, transforms: Iterable[str]) -> None:
+        self.store.put_meta(txn, b"pair_transforms", json.dumps(sorted(transforms)).encode())
+
+    def store_through(self, txn: lmdb.Transaction, radius: int) -> int:
+        """Look for every file's pairs through the matcher's transforms (for an index whose
+        files were indexed without them): the hashes of each record turned, against the
+        stored hashes, each candidate confirmed on pixels. Returns the pairs added."""
+        added = 0
+        for record in list(self.store.records(txn)):
+            known = {p.other for p in self.of(txn, record.id)} | {record.id}
+            fp = as_fingerprint(record)
+            for match in self.matcher.through_transforms(txn, fp, record.path, radius, known):
+                if match.distance <= radius:
+                    self.put(txn, record.id, Pair(match.record.id, match.distance, match.kind,
+                                                  match.transform))  # fmt: skip
+                    added += 1
+        return added
+
+    def look_through(self, transforms: frozenset[str]) -> None:
+        """Pair the indexed files through `transforms` when they were indexed without them.
+
+        Raises StoreError saying what to run when it cannot: crop hashes are kept only while
+        `crop` is on, and an index opened read-only cannot store the pairs."""
+        where = self.store.folder
+        with self.store.read() as txn:
+            missing = transforms - self.transforms(txn)
+            turned = bool(missing - {"crop"})
+            lacking = turned and any(not r.orientations for r in self.store.records(txn))
+        if not missing:
+            return
+        if "crop" in missing:
+            raise StoreError(
+                f"{where}: files were indexed without `--transforms crop`, so their crop hashes "
+                "were not kept: run `dupwatch reindex --transforms crop` once (it reads every "
+                "file again)"
+            )
+        if lacking:
+            raise StoreError(
+                f"{where}: files indexed by an older dupwatch have no turned hashes: run "
+                "`dupwatch reindex` once"
+            )
+        if self.store.readonly:
+            raise StoreError(
+                f"{where}: pairs through {', '.join(sorted(missing))} were never looked for here, "
+                "and the index is read-only: run the command once with write access"
+            )
+
+        def change(txn: lmdb.Transaction) -> None:
+            added = self.store_through(txn, self.radius(txn))
+            self.set_transforms(txn, self.transforms(txn) | transforms)
+            log.info("%s: %d pairs found through %s", where, added, ", ".join(sorted(missing)))
+
+        self.store.write(change)
+
     def within(self, txn: lmdb.Transaction, radius: int) -> dict[int, list[Pair]]:
         """Every file's pairs at `radius` or closer."""
         pairs: dict[int, list[Pair]] = {}
@@ -69,11 +137,18 @@ class PairTable:
         txn.drop(db, delete=False)
         for record in list(self.store.records(txn)):
             matches = self.matcher.find(
-                txn, record.bits, record.centre, None, None, radius, exclude=record.id
-            )
+                txn, record.bits, record.centre, None, None, radius, exclude=record.id,
+                second_look=False,
+            )  # fmt: skip
             for match in matches:
                 if match.record.id > record.id:
                     kind = self.matcher.pair_kind(txn, record, match)
+                    other = match.record
+                    if kind is Kind.NEAR and not near_allowed(
+                        record.low_information, record.thumbnail,
+                        other.low_information, other.thumbnail,
+                    ):  # fmt: skip
+                        continue
                     pair = Pair(match.record.id, match.distance, kind)
                     self.put(txn, record.id, pair)
         for file_id, pair in transformed:

@@ -63,6 +63,7 @@ class UpdateReport:
     removed: int = 0
     failed: list[FingerprintError] = field(default_factory=list)
     results: list[AddResult] = field(default_factory=list)
+    notes: list[tuple[bytes, str]] = field(default_factory=list)  # (path, what decoding said)
 
 
 def plan(
@@ -151,7 +152,9 @@ def rehash(
             own.close()
     report.hashed = len(report.results)
     report.seen = max(report.seen, report.hashed + len(report.failed))
-    report.failed.sort(key=lambda error: error.path)  # not in the order the workers finished
+    # Not in the order the workers finished: the same list however the files were hashed.
+    report.failed.sort(key=lambda error: error.path)
+    report.notes.sort(key=lambda note: note[0])
     return report
 
 
@@ -176,6 +179,7 @@ class _Writer:
                     self.failures.append((path, st, outcome.reason))
             elif st is not None:
                 hashed.append((path, outcome, st))
+                self.report.notes += [(path, note) for note in outcome.notes]
         if self.prefetch is not None and hashed:
             self.prefetch.start(hashed)
         self.batch += hashed

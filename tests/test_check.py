@@ -137,12 +137,13 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
         Index.open(index, readonly=True)
     with Index.open(index) as ix:  # writable: migrates
         assert ix.check() == []
-        # Every field read back through the new layout; a centre hash needs the file read again.
-        assert list(ix.files()) == [dataclasses.replace(r, centre=None) for r in before]
+        # Every field read back through the new layout; a centre hash and the detail need the
+        # file read again.
+        assert list(ix.files()) == [without_detail(r, centre=None) for r in before]
         assert len(ix.groups()) == 1
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 3
+        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 4
         # Migrated at schema 1's radius 8, then groups() at the default radius stored them again.
         assert txn.get(b"pair_radius", db=dbs[b"meta"]) == str(DEFAULT_RADIUS).encode()
     env.close()
@@ -150,6 +151,51 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
     with Index.open(index) as ix:
         ix.update([pics])
         assert [Path(f.path.decode()).name for f in ix.failures()] == ["broken.jpg"]
+
+
+def without_detail(record: FileRecord, **changes: object) -> FileRecord:
+    """The record as an index of schema 3 or before knows it: no detail (schema 4)."""
+    return dataclasses.replace(
+        record, low_information=False, thumbnail=b"", framed=False, orientations=(), **changes
+    )
+
+
+def schema_3_record(record: FileRecord) -> bytes:
+    """A file record as schema 3 wrote it: no detail flags, thumbnail or turned hashes."""
+    head = struct.pack(
+        "<QQQqQQ?16s16sIIB",
+        *(record.dev, record.ino, record.size, record.mtime_ns, record.bits),
+        *(record.centre or 0, record.centre is not None, record.digest, record.pixel_digest),
+        *(record.width, record.height, len(record.format)),
+    )
+    return head + record.format.encode() + record.path
+
+
+def test_a_schema_3_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -> None:
+    """Schema 3 records have no detail (thumbnail, low information, turned hashes) and their
+    index hash version 3: migrated in place, then refused until `dupwatch reindex`."""
+    pics, index = photo_and_small_copy(tmp_path)
+    with Index.open(index) as ix:
+        ix.update([pics], workers=1)
+        before = list(ix.files())
+    assert all(r.thumbnail and len(r.orientations) == 7 for r in before)
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        for record in before:
+            txn.put(u64(record.id), schema_3_record(record), db=dbs[b"files"])
+        txn.put(b"schema", b"3", db=dbs[b"meta"])
+        params = {**HASH_PARAMS, "version": 3}
+        txn.put(b"hash", json.dumps(params, sort_keys=True).encode(), db=dbs[b"meta"])
+    env.close()
+    with pytest.raises(IndexMismatch, match="dupwatch reindex"):
+        Index.open(index)  # migrated to schema 4, then refused for its hashes
+    with Index.open(index, check_params=False) as ix:
+        assert list(ix.files()) == [without_detail(r) for r in before]
+    assert dupwatch("reindex", "--index", index).returncode == 0
+    with Index.open(index) as ix:
+        assert ix.check() == [] and len(ix.groups()) == 1
+        again = {r.path: (r.thumbnail, r.orientations) for r in ix.files()}
+    assert again == {r.path: (r.thumbnail, r.orientations) for r in before}
 
 
 def schema_2_record(record: FileRecord) -> bytes:
@@ -188,10 +234,10 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     with pytest.raises(StoreError, match="schema 2 and needs upgrading.*run `dupwatch reindex`"):
         Index.open(index, readonly=True)  # not "open it for writing": that alone is not enough
     with pytest.raises(IndexMismatch, match="dupwatch reindex"):
-        Index.open(index)  # migrated to schema 3 first, then refused for its hashes
+        Index.open(index)  # migrated to schema 4 first, then refused for its hashes
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert txn.get(b"schema", db=dbs[b"meta"]) == b"3"
+        assert txn.get(b"schema", db=dbs[b"meta"]) == b"4"
         assert sorted(bytes(v) for _, v in txn.cursor(db=dbs[b"pairs"])) == sorted(
             v[:10] + b"\0" for _, v in pairs
         )

@@ -200,7 +200,9 @@ def test_groups_do_not_chain_and_dedupe_never_moves_the_last_copy(tmp_path: Path
     pics.mkdir()
     index_path = tmp_path / "index"
     with Index.open(index_path, radius=4) as index:
-        for name, bits, side in (("a", 0, 300), ("b", 0b111, 200), ("c", 0b111111, 100)):
+        base = 0xFFFFFFFF  # 32 bits set: a hash that means something (fingerprint/detail.py)
+        chain = (("a", base, 300), ("b", base ^ 0b111, 200), ("c", base ^ 0b111111, 100))
+        for name, bits, side in chain:
             path = pics / f"{name}.png"
             photo("chelsea.png").resize((side, side)).save(path)
             data = path.read_bytes()

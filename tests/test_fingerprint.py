@@ -136,8 +136,8 @@ GOLDEN = {
 
 
 def test_hash_params_name_the_version_with_border_trimming_and_the_centre() -> None:
-    assert HASH_PARAMS["version"] == 3
-    assert HASH_PARAMS["trim"] == "uniform borders"
+    assert HASH_PARAMS["version"] == 4  # issue 11: transparency composited, detail kept
+    assert HASH_PARAMS["trim"] == "uniform borders, screenshot frames"
     assert HASH_PARAMS["confirm"] == "centre 80% region"
 
 

@@ -154,7 +154,8 @@ def test_groups_are_built_around_the_keeper_and_do_not_chain(tmp_path: Path) -> 
     """A~B and B~C at the radius, A and C apart: C is never made a copy of A, it is shown
     via B (every pair is in a group)."""
     with Index.open(tmp_path / "index", radius=4) as index:
-        a, b, c = 0, 0b111, 0b111111  # distances: a-b 3, b-c 3, a-c 6
+        base = 0xFFFFFFFF  # 32 bits set: a hash that means something (fingerprint/detail.py)
+        a, b, c = base, base ^ 0b111, base ^ 0b111111  # distances: a-b 3, b-c 3, a-c 6
         stat = os.stat(tmp_path)
         fingerprints = {"a": (a, 300), "b": (b, 200), "c": (c, 100)}
         for name, (bits, side) in fingerprints.items():

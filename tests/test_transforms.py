@@ -236,3 +236,34 @@ def test_groups_keep_the_transform_of_each_pair(copies, tmp_path) -> None:
     }
     text = dupwatch("groups", "--index", index_path, "--keep", "oldest")
     assert "flip_lr)" in text.stdout
+
+
+def test_transforms_work_on_an_index_built_without_them(copies, tmp_path) -> None:
+    """Issue 15: `--transforms` after the fact. An index built plainly, then asked for groups
+    through turns: the turned copies join the original (looked for once, then remembered);
+    `crop` cannot be looked for without the crop hashes, and says what to run instead."""
+    folder = copies["original"].parent
+    index = tmp_path / "index"
+    plain = dupwatch("scan", "--index", index, "--json", folder)
+    assert plain.returncode == 1, plain.stderr  # no duplicates without transforms
+    turned = dupwatch("groups", "--index", index, "--json", "--transforms", "rotate,flip")
+    assert turned.returncode == 0, turned.stderr
+    groups = json.loads(turned.stdout)["groups"]
+    found = {Path(f["path"]).stem: f.get("transform") for g in groups for f in g["files"]}
+    assert found["rot90"] and found["mirror"] and "original" in found
+    scanned = dupwatch("scan", "--index", index, "--json", "--transforms", "rotate,flip", folder)
+    assert scanned.returncode == 0
+    assert json.loads(scanned.stdout)["groups"] == groups
+
+    refused = dupwatch("groups", "--index", index, "--transforms", "crop")
+    assert refused.returncode == 2
+    assert "dupwatch reindex --transforms crop" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    again = dupwatch("reindex", "--index", index, "--transforms", "crop")
+    assert again.returncode == 0, again.stderr
+    cropped = dupwatch("groups", "--index", index, "--json", "--transforms", "crop")
+    assert cropped.returncode == 0, cropped.stderr
+    files = {
+        Path(f["path"]).stem: f for g in json.loads(cropped.stdout)["groups"] for f in g["files"]
+    }
+    assert files["crop"]["transform"] == "crop"

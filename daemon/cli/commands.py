@@ -45,7 +45,7 @@ from dupwatch.index.cleanup.quarantine import undo as undo_moves
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars
 from dupwatch.index.compare import compare as compare_images
 from dupwatch.index.errors import DupwatchError, FingerprintError, NotAnImage, StoreError
-from dupwatch.index.folders import absolute, walk
+from dupwatch.index.folders import absolute, is_under, walk
 from dupwatch.index.groups import Group, Labelled
 from dupwatch.index.hashing.limits import bounded
 from dupwatch.index.ignore import group_paths, unignore
@@ -125,6 +125,7 @@ def scan(args: argparse.Namespace) -> int:
         report = index.update(folders, workers=args.workers, progress=progress, engine=engine)
         progress.finish()
         groups, pairs = chosen_groups(index, args, folders)
+        low = low_information_under(index, folders)
     # A file that is not an image at all (a text file named x.jpg) is not a damaged image.
     not_images = [e for e in report.failed if isinstance(e, NotAnImage)]
     failed = [e for e in report.failed if not isinstance(e, NotAnImage)]
@@ -135,17 +136,33 @@ def scan(args: argparse.Namespace) -> int:
         "removed": report.removed,
         "failed": [{"path": e.path, "error": e.reason} for e in failed],
         "not_images": [{"path": e.path, "error": e.reason} for e in not_images],
+        "notes": [{"path": os.fsdecode(path), "note": note} for path, note in report.notes],
         "groups": len(groups),
+        "low_information": len(low),
     }
-    emit_groups(groups, output_format(args), pairs=pairs, extra={"summary": summary})
+    # Blank frames and near-blank scans are a data-quality list of their own.
+    extra = {"summary": summary, "low_information": low}
+    emit_groups(groups, output_format(args), pairs=pairs, extra=extra)
     print_failures(report.failed)
+    for path, note in report.notes:
+        print(f"dupwatch: {printable(path)}: note: {note}", file=sys.stderr)
     print(
         f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
         f"{report.removed} gone, {len(failed)} unreadable, {len(not_images)} not images; "
-        f"{len(groups)} duplicate groups",
+        f"{len(groups)} duplicate groups; {len(low)} blank or near-blank images",
         file=sys.stderr,
     )
     return EXIT_FOUND if groups else EXIT_NONE
+
+
+def low_information_under(index: Index, folders: list[bytes]) -> list[dict]:
+    """The blank or near-blank pictures under `folders` (fingerprint/detail.py): they match
+    only as exact or pixel copies, and a labelling person wants to see them."""
+    return [
+        {"path": r.fspath, "width": r.width, "height": r.height}
+        for r in index.files()
+        if r.low_information and any(r.path == f or is_under(r.path, f) for f in folders)
+    ]
 
 
 def query_images(given: list[str], ignore: tuple[str, ...]) -> list[str | bytes]:
@@ -293,8 +310,11 @@ def reindex(args: argparse.Namespace) -> int:
     path = index_path(args)
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise StoreError(f"{path}: no index here yet (run `dupwatch scan DIR` first)")
+    config = settings(args)
     with (
-        Index.open(path, radius=settings(args).radius, check_params=False) as index,
+        Index.open(
+            path, radius=config.radius, check_params=False, transforms=config.transforms
+        ) as index,
         hashing_engine(args) as engine,
     ):
         progress = hashing_progress(args, engine)

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="dupwatch: %(message)s")
+    # A Python or Pillow warning never reaches the terminal: what one says about a file is in
+    # that file's notes (Fingerprint.notes); any other goes nowhere.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
     try:
         args.config_values = load_config(args.config)
         return handler(args.handler)(args)
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
     )
-    reindex = command("reindex", "hash every indexed file again (new hash version)")
+    reindex = command("reindex", "hash every indexed file again (new hash version)", matching)
     reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
     add_cluster_option(reindex)
     add_progress_option(reindex)

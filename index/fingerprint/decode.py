@@ -82,8 +82,9 @@ _TRANSPOSE_FOR_ORIENTATION = {
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 # warnings.catch_warnings swaps a process-global list; serialise our own uses of it so two
-# threads cannot restore each other's filters and leave one behind.
-_warnings_lock = threading.Lock()
+# threads cannot restore each other's filters and leave one behind. Re-entrant: noted_warnings
+# holds it around open_image's own.
+_warnings_lock = threading.RLock()
 
 
 def read_bytes(path: FilePath, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -149,6 +150,22 @@ def _from_os_error(path: FilePath, error: OSError) -> FingerprintError:
     if error.errno == errno.EISDIR:
         return UnreadableFile(path, "not a regular file (a directory)")
     return UnreadableFile(path, f"cannot read: {error.strerror or error}")
+
+
+@contextmanager
+def noted_warnings() -> Iterator[list[str]]:
+    """Collect what Pillow (or numpy) warns while one file is decoded, each distinct message
+    once, for the file's notes, instead of printing it on stderr."""
+    notes: list[str] = []
+    with _warnings_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield notes
+        finally:
+            for warning in caught:
+                text = str(warning.message)
+                if text not in notes:
+                    notes.append(text)
 
 
 @contextmanager

@@ -9,12 +9,13 @@ from typing import Any
 
 from PIL import Image
 
-from dupwatch.index.fingerprint import transforms
+from dupwatch.index.fingerprint import alpha, detail, transforms
 from dupwatch.index.fingerprint.decode import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     FilePath,
     decoding,
+    noted_warnings,
     open_image,
     orientation_of,
     read_bytes,
@@ -35,10 +36,18 @@ HASH_PARAMS: dict[str, Any] = {
     "draft": "L 256x256",
     "exif_transpose": True,
     "gray16": "scaled",
-    "trim": "uniform borders",
+    "trim": "uniform borders, screenshot frames",
     "crop_regions": len(transforms.CROP_REGIONS),
     "confirm": "centre 80% region",
-    "version": 3,
+    "low_information": (
+        f"low-frequency std < {detail.LOW_STD}, bits < {detail.MIN_BITS}, side < {detail.MIN_SIDE}"
+    ),
+    "verify": (
+        f"16x16 grey correlation {detail.VERIFY_CORRELATION}/{detail.CLEAR_CORRELATION},"
+        f" as crops {detail.CROP_CORRELATION}"
+    ),
+    "alpha": "composited on white",
+    "version": 4,
 }
 
 
@@ -61,6 +70,20 @@ class Fingerprint:
     size: int
     orientations: tuple[int, ...] = ()
     crops: tuple[int, ...] = ()
+    # fingerprint/detail.py: the grey amplitude of what the hash is made of, and a 16x16 grey
+    # thumbnail of the picture inside its borders (the second look at near candidates).
+    low_std: float = 100.0
+    thumbnail: bytes = b""
+    # The picture lies inside borders or a screenshot's frame: never kept over the picture.
+    framed: bool = False
+    # What decoding said about the file (Pillow's warnings), for the per-file notes.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def low_information(self) -> bool:
+        """Too little in the picture for its pHash to mean anything: matches only as exact
+        or pixel (fingerprint/detail.py)."""
+        return detail.is_low_information(self.low_std, self.bits, self.width, self.height)
 
     def oriented(self, name: str) -> int:
         """The pHash of the picture turned back by orientation `name` ("rot90", ...)."""
@@ -104,13 +127,13 @@ def fingerprint(
     own hard limit (2 x Image.MAX_IMAGE_PIXELS).
     """
     data = read_bytes(path, max_bytes=max_bytes)
-    with decoding(path, data):
+    with decoding(path, data), noted_warnings() as notes:
         img = open_image(path, data, max_pixels)
         declared_size, image_format = img.size, img.format or "unknown"
         img.draft("L", DRAFT_SIZE)  # a no-op for everything but JPEG
         img.load()
         orientation = orientation_of(img)  # after load: a PNG's eXIf may follow its pixels
-        gray = to_gray(path, img)
+        gray = to_gray(path, alpha.flatten(img))  # what is drawn through alpha, on white
         gray = transpose(gray, orientation)
         hashes = picture_hashes(gray)
     width, height = upright_size(declared_size, orientation)
@@ -123,6 +146,10 @@ def fingerprint(
         size=len(data),
         orientations=hashes.orientations,
         crops=hashes.crops,
+        low_std=hashes.low_std,
+        thumbnail=hashes.thumbnail,
+        framed=hashes.framed,
+        notes=tuple(notes),
     )
 
 
@@ -136,5 +163,5 @@ def comparison_picture(
         img = open_image(path, data, max_pixels)
         img.draft("L", DRAFT_SIZE)
         img.load()
-        gray = transpose(to_gray(path, img), orientation_of(img))
+        gray = transpose(to_gray(path, alpha.flatten(img)), orientation_of(img))
         return gray.crop(tuple(round(v) for v in picture_hashes(gray).box))

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from dupwatch.index.fingerprint import geometry
+from dupwatch.index.fingerprint import detail, frames, geometry
 from dupwatch.index.fingerprint.transforms import CROP_GRIDS
 
 HASH_SIZE = 8
@@ -27,6 +27,9 @@ class PictureHashes:
     orientations: tuple[int, ...]  # in transforms.ORIENTATION_NAMES order; [0] is the pHash
     crops: tuple[int, ...]  # in transforms.CROP_REGIONS order
     box: tuple[float, float, float, float]  # the picture inside its borders, in gray's pixels
+    low_std: float = 100.0  # detail.low_frequency_std of the hash input
+    thumbnail: bytes = b""  # detail.thumbnail of the picture inside `box`
+    framed: bool = False  # borders or a screenshot's frame were left out
 
 
 def picture_hashes(gray: Image.Image) -> PictureHashes:
@@ -38,7 +41,12 @@ def picture_hashes(gray: Image.Image) -> PictureHashes:
     """
     factor = geometry.thumbnail_factor(gray.size)
     thumb = gray.reduce(factor) if factor > 1 else gray
-    left, top, right, bottom = geometry.border_box(np.asarray(thumb))
+    thumb_pixels = np.asarray(thumb)
+    left, top, right, bottom = geometry.border_box(thumb_pixels)
+    if (left, top, right, bottom) == (0, 0, thumb.width, thumb.height):
+        # No centred uniform border: maybe a screenshot's frame (fingerprint/frames.py).
+        left, top, right, bottom = frames.frame_box(thumb_pixels) or (left, top, right, bottom)
+    framed = (left, top, right, bottom) != (0, 0, thumb.width, thumb.height)
     box = (
         float(left * factor),
         float(top * factor),
@@ -50,7 +58,12 @@ def picture_hashes(gray: Image.Image) -> PictureHashes:
     turns = [undo(pixels) for undo in geometry.ORIENTATIONS.values()]
     crops = _crop_inputs(thumb, (left, top, right, bottom))
     hashes = phash_many(np.concatenate((np.stack(turns), crops)))  # one DCT call for all 37
-    return PictureHashes(hashes[: len(turns)], hashes[len(turns) :], box)
+    dct = _fftpack().dct
+    low_std = detail.low_frequency_std(dct(dct(pixels.astype(float), axis=0), axis=1))
+    orientations, crop_hashes = hashes[: len(turns)], hashes[len(turns) :]
+    return PictureHashes(
+        orientations, crop_hashes, box, low_std, detail.thumbnail(gray, box), framed
+    )
 
 
 def _crop_inputs(thumb: Image.Image, box: tuple[int, int, int, int]) -> NDArray[Any]:

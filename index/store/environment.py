@@ -22,7 +22,7 @@ from dupwatch.index.store.records import FileRecord, decode_record, from_u64, pa
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
 MAX_MAP_SIZE = 1 << 40
 

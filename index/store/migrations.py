@@ -22,10 +22,14 @@ SCHEMA_1_PAIR_RADIUS = 8
 #   schema 1: dev, ino, size, mtime_ns, bits, digest, width, height, format length, format, path
 #   schema 2: ... digest, pixel digest (16 bytes, zero until needed), width, ...
 #   schema 3: ... bits, centre hash (8 bytes), centre known (1 byte), digest, ...
+#   schema 4: ... format length, detail flags (1 byte), thumbnail (256), 7 turned hashes (56),
+#             format, path
 # Pairs (pairs.py) are the other file's id, the distance and the kind; schema 3 adds the
 # transform.
 _BITS_END = struct.calcsize("<QQQqQ")
 _DIGEST_END = _BITS_END + 16
+_FORMAT_LENGTH_END = struct.calcsize("<QQQqQQ?16s16sIIB")  # the schema 3 record's fixed part
+_DETAIL_SIZE = struct.calcsize("<B256s7Q")
 
 
 def _insert_into_records(txn: lmdb.Transaction, dbs: Tables, at: int, added: bytes) -> None:
@@ -57,5 +61,16 @@ def _2_to_3(txn: lmdb.Transaction, dbs: Tables) -> None:
         txn.put(key, value + b"\0", db=pairs)
 
 
+def _3_to_4(txn: lmdb.Transaction, dbs: Tables) -> None:
+    """Schema 4 keeps in each record what the pHash cannot see (low information, framed, a
+    16x16 thumbnail) and the hashes of the picture turned. Records of schema 3 have none (the
+    flags say so): their index has hash version 3, refused until `dupwatch reindex`."""
+    _insert_into_records(txn, dbs, _FORMAT_LENGTH_END, bytes(_DETAIL_SIZE))
+
+
 # schema N -> the step that makes schema N + 1, run in one write transaction with the tables.
-MIGRATIONS: dict[int, Callable[[lmdb.Transaction, Tables], None]] = {1: _1_to_2, 2: _2_to_3}
+MIGRATIONS: dict[int, Callable[[lmdb.Transaction, Tables], None]] = {
+    1: _1_to_2,
+    2: _2_to_3,
+    3: _3_to_4,
+}

@@ -49,6 +49,14 @@ class FileRecord:
     # Of the fully decoded pixels; computed only when needed to tell a `pixel` match.
     pixel_digest: bytes = bytes(16)
     centre: int | None = None  # the centre region's pHash (Fingerprint.centre)
+    # What the pHash cannot see (fingerprint/detail.py): too little in the picture for a near
+    # match; the 16x16 grey thumbnail that confirms near matches (b"" when unknown).
+    low_information: bool = False
+    thumbnail: bytes = b""
+    framed: bool = False  # inside borders or a screenshot's frame (Fingerprint.framed)
+    # The pHash of the picture turned back by each orientation but identity (Fingerprint
+    # orientations[1:]), so that --transforms rotate,flip can pair files already indexed.
+    orientations: tuple[int, ...] = ()
 
     @property
     def has_pixel_digest(self) -> bool:
@@ -75,8 +83,11 @@ class FileRecord:
 
 
 # dev, ino, size, mtime_ns, bits, centre, whether the centre is known, digest, pixel digest,
-# width, height, format length; then the format and the path.
-_RECORD = struct.Struct("<QQQqQQ?16s16sIIB")
+# width, height, format length, detail flags, thumbnail, the 7 turned hashes; then the format
+# and the path.
+_RECORD = struct.Struct("<QQQqQQ?16s16sIIBB256s7Q")
+_LOW_INFORMATION, _FRAMED, _DETAIL_KNOWN = 1, 2, 4  # detail flags
+_NO_TURNS = (0,) * 7
 
 
 def encode_record(record: FileRecord) -> bytes:
@@ -94,19 +105,30 @@ def encode_record(record: FileRecord) -> bytes:
         record.width,
         record.height,
         len(fmt),
+        _flags(record),
+        record.thumbnail,
+        *(record.orientations or _NO_TURNS),
     )
     return head + fmt + record.path
 
 
+def _flags(record: FileRecord) -> int:
+    known = _DETAIL_KNOWN if record.thumbnail and record.orientations else 0
+    low = _LOW_INFORMATION if record.low_information else 0
+    return known | low | (_FRAMED if record.framed else 0)
+
+
 def decode_record(file_id: int, raw: bytes) -> FileRecord:
     (dev, ino, size, mtime_ns, bits, centre, has_centre, digest, pixels, width, height,
-     fmt_len) = _RECORD.unpack_from(raw)  # fmt: skip
+     fmt_len, flags, thumbnail, *turns) = _RECORD.unpack_from(raw)  # fmt: skip
     fmt_end = _RECORD.size + fmt_len
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
+    known = bool(flags & _DETAIL_KNOWN)
     return FileRecord(
         file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels,
-        centre if has_centre else None,
+        centre if has_centre else None, bool(flags & _LOW_INFORMATION),
+        thumbnail if known else b"", bool(flags & _FRAMED), tuple(turns) if known else (),
     )  # fmt: skip
 
 

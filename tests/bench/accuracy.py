@@ -177,7 +177,7 @@ def print_transform_table(columns: dict[str, dupbench.Score], bench: dupbench.Be
     labels = list(columns)
     width = max(11, *(len(label) for label in labels))
     print(f"{'transform':<14} {'kind':<6}" + "".join(f" {label:>{width}}" for label in labels))
-    for t in dupbench.TRANSFORMS:
+    for t in dupbench.ALL_TRANSFORMS:
         cells = "".join(f" {columns[label].recall[t.name]:>{width}.3f}" for label in labels)
         print(f"{t.name:<14} {t.kind:<6}{cells}")
     for name, value in (
@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--imagededup-python", default=sys.executable)
     parser.add_argument("--radius", type=int, help="radius of the Index runs (default: chosen)")
     parser.add_argument(
+        "--families", type=int, default=40, help="sprites and diagrams (each); 0: photos only"
+    )
+    parser.add_argument(
         "--curve-only", action="store_true", help="only dupwatch's curve (for a sweep of seeds)"
     )
     args = parser.parse_args()
@@ -208,7 +211,11 @@ def main() -> None:
             bench = dupbench.load(folder)
         else:
             bench = dupbench.generate(
-                folder, seed=args.seed, count=args.originals, copies=args.copies
+                folder,
+                seed=args.seed,
+                count=args.originals,
+                copies=args.copies,
+                families=args.families,
             )
         evaluate(bench, folder, args)
     finally:

@@ -361,6 +361,49 @@ def pad_square(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[
     return _same_format(path, canvas)
 
 
+def screenshot(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
+    """The picture as a screenshot shows it (issue 11): in an image viewer's window (a title
+    bar and a toolbar of other colours, uneven dark bars) or on a phone (a status bar, the
+    picture fitted to the width, a navigation bar, black elsewhere). Saved as PNG."""
+    if rng.random() < 0.5:
+        width = round(img.width * rng.uniform(1.2, 1.5))
+        title, tools = max(12, width // 28), max(12, width // 24)
+        height = title + tools + round(img.height * rng.uniform(1.08, 1.3))
+        canvas = Image.new("RGB", (width, height), (48, 48, 48))
+        draw = ImageDraw.Draw(canvas)
+        draw.rectangle((0, 0, width, title), fill=(30, 58, 95))
+        font = ImageFont.load_default(size=max(8, title * 2 // 3))
+        draw.text((8, title // 6), f"{path.name} - Image Viewer", fill="white", font=font)
+        draw.rectangle((0, title, width, title + tools), fill=(224, 224, 224))
+        for i in range(6):  # the toolbar's buttons
+            x = 6 + i * (tools + 4)
+            draw.rectangle((x, title + 3, x + tools - 6, title + tools - 3), fill=(150, 150, 160))
+        free_x, free_y = width - img.width, height - title - tools - img.height
+        x = int(free_x * rng.uniform(0.25, 0.75))  # uneven bars left and right
+        y = title + tools + int(free_y * rng.uniform(0.3, 0.7))
+        canvas.paste(img, (x, y))
+    else:
+        width = img.width
+        height = round(width * 19.5 / 9)
+        fitted = img if img.height <= height * 0.8 else _scaled(img, round(height * 0.8))
+        canvas = Image.new("RGB", (width, height), "black")
+        draw = ImageDraw.Draw(canvas)
+        status = max(10, height // 30)
+        font = ImageFont.load_default(size=max(8, status * 2 // 3))
+        draw.text((8, status // 6), "12:34", fill="white", font=font)
+        draw.rectangle((width - 40, 4, width - 14, status - 4), outline="white")  # battery
+        draw.rectangle((width - 38, 6, width - 22, status - 6), fill="white")
+        nav = max(12, height // 22)
+        draw.rectangle((0, height - nav, width, height), fill=(20, 20, 20))
+        for i, cx in enumerate((width // 4, width // 2, 3 * width // 4)):
+            r = nav // 4
+            shape = (cx - r, height - nav // 2 - r, cx + r, height - nav // 2 + r)
+            (draw.ellipse if i == 1 else draw.rectangle)(shape, outline=(200, 200, 200))
+        y = status + int((height - status - nav - fitted.height) * rng.uniform(0.35, 0.5))
+        canvas.paste(fitted, ((width - fitted.width) // 2, y))
+    return _encode(canvas, "PNG"), ".png"
+
+
 def rotated(degrees: float) -> Make:
     def make(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
         turned = img.rotate(degrees, Image.Resampling.BICUBIC, expand=False, fillcolor="black")
@@ -399,10 +442,104 @@ TRANSFORMS: tuple[Transform, ...] = (
     T("letterbox", HARD, letterbox, "black bars to 16:9 (or 9:16)"),
     T("pad_square", HARD, pad_square, "padded to a square, white/black/gray"),
     T("rot10", HARD, rotated(10), "rotated 10 degrees, black corners"),
+    T("screenshot", HARD, screenshot, "in a viewer window (title bar, uneven bars) or a phone"),
 )
-TRANSFORM_BY_NAME = {t.name: t for t in TRANSFORMS}
+
+
+# --- families of look-alike originals (issue 11) -----------------------------------------------
+# Distinct pictures that share a coarse layout, each with copies a person calls the same:
+# sprites (a glyph of one font in one colour, drawn only through alpha) and diagrams (one
+# layout of boxes and arrows, differing only in their words). A pair between two of them is a
+# false pair like any other.
+
+SPRITE_GLYPHS = "ABCDEFGHJKMNPRSTUVWXYZabdefghkmnqrtuy234"  # no I/l/1, O/0/o look-alikes
+SPRITE_COLOURS = ((0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 90, 200), (40, 150, 60))
+DIAGRAM_WORDS = (
+    "input", "decode", "resize", "hash", "index", "query", "store", "alert", "socket", "watch",
+    "group", "report", "train", "label", "split", "model", "export", "review", "ignore", "keep",
+)  # fmt: skip
+
+
+def sprite(glyph: str, colour: tuple[int, int, int]) -> Image.Image:
+    """A 160 px RGBA sprite: one glyph in one colour, its drawing all in the alpha."""
+    mask = Image.new("L", (160, 160), 0)
+    draw = ImageDraw.Draw(mask)
+    font = ImageFont.load_default(size=120)
+    left, top, right, bottom = draw.textbbox((0, 0), glyph, font=font)
+    draw.text(((160 - right - left) / 2, (160 - bottom - top) / 2), glyph, fill=255, font=font)
+    out = Image.new("RGBA", mask.size, (*colour, 255))
+    out.putalpha(mask)
+    return out
+
+
+def diagram(words: list[str]) -> Image.Image:
+    """A 480x320 diagram: a title and three boxes joined by arrows, the same layout always."""
+    img = Image.new("RGB", (480, 320), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=22)
+    draw.text((20, 14), f"{words[0]} pipeline", fill="black", font=font)
+    for i, word in enumerate(words[1:4]):
+        x = 20 + i * 160
+        draw.rectangle((x, 130, x + 120, 200), outline="black", width=3, fill=(235, 240, 250))
+        draw.text((x + 10, 152), word, fill="black", font=font)
+        if i < 2:
+            draw.line((x + 120, 165, x + 160, 165), fill="black", width=3)
+            draw.polygon([(x + 160, 165), (x + 150, 158), (x + 150, 172)], fill="black")
+    draw.text((20, 260), f"step {words[4]} after {words[5]}", fill=(80, 80, 80), font=font)
+    return img
+
+
+def family_originals(count: int, rng: np.random.Generator) -> list[tuple[str, Image.Image]]:
+    """`count` sprites and `count` diagrams, as (family, picture)."""
+    glyphs = rng.permutation(len(SPRITE_GLYPHS))[:count]
+    out = [
+        ("sprite", sprite(SPRITE_GLYPHS[g], SPRITE_COLOURS[int(rng.integers(len(SPRITE_COLOURS)))]))
+        for g in glyphs
+    ]
+    for _ in range(count):
+        words = [DIAGRAM_WORDS[i] for i in rng.permutation(len(DIAGRAM_WORDS))[:6]]
+        out.append(("diagram", diagram(words)))
+    return out
+
+
+def sprite_resize(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
+    return _encode(img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS),
+                   "PNG"), ".png"  # fmt: skip
+
+
+def sprite_recolour(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
+    colour = SPRITE_COLOURS[int(rng.integers(len(SPRITE_COLOURS)))]
+    out = Image.new("RGBA", img.size, (*colour, 255))
+    out.putalpha(img.getchannel("A"))
+    return _encode(out, "PNG"), ".png"
+
+
+def sprite_flat(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Flattened and saved as JPEG, as an export for the web does: on white, or on black for
+    a light sprite (on white it would vanish)."""
+    light = sum(img.getpixel((0, 0))[:3]) > 3 * 160
+    back = Image.new("RGBA", img.size, "black" if light else "white")
+    flat = Image.alpha_composite(back, img).convert("RGB")
+    return _encode(flat, "JPEG", quality=90), ".jpg"
+
+
+def diagram_copy(path: Path, img: Image.Image, rng: np.random.Generator) -> tuple[bytes, str]:
+    small = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)
+    return _encode(small, "JPEG", quality=85), ".jpg"
+
+
+FAMILY_TRANSFORMS: dict[str, tuple[Transform, ...]] = {
+    "sprite": (
+        T("sprite_resize", NEAR, sprite_resize, "sprite at 50%, RGBA PNG"),
+        T("sprite_recolour", NEAR, sprite_recolour, "sprite in another colour"),
+        T("sprite_flat", NEAR, sprite_flat, "sprite flattened on white, JPEG q90"),
+    ),
+    "diagram": (T("diagram_copy", NEAR, diagram_copy, "diagram at 75%, JPEG q85"),),
+}
+ALL_TRANSFORMS = TRANSFORMS + tuple(t for ts in FAMILY_TRANSFORMS.values() for t in ts)
+TRANSFORM_BY_NAME = {t.name: t for t in ALL_TRANSFORMS}
 ROTATE_FLIP = ("rot90", "rot180", "rot270", "flip")
-BORDERS = ("letterbox", "pad_square")
+BORDERS = ("letterbox", "pad_square", "screenshot")
 
 
 # --- the benchmark folder --------------------------------------------------------------------
@@ -431,6 +568,7 @@ def generate(
     tile: int = 112,
     sizes: tuple[int, int] = (320, 720),
     jpeg_share: float = 0.7,
+    families: int = 0,
 ) -> Benchmark:
     """Write `count` originals and, for `copies` random originals per transform, a copy; the
     ground truth goes to truth.json. File names are random, so no order favours any method."""
@@ -457,6 +595,18 @@ def generate(
             name = _write(folder, rng, data, suffix)
             bench.files[name] = (int(group), transform.name)
             bench.groups[group].append(name)
+    # After the photographs' copies, so a benchmark without families is unchanged.
+    for family, picture in family_originals(families, rng):
+        group = len(bench.groups)
+        name = _write(folder, rng, _encode(picture, "PNG"), ".png")
+        bench.files[name] = (group, "original")
+        bench.groups.append([name])
+        bench.labels.append(family)
+        for transform in FAMILY_TRANSFORMS[family]:
+            data, suffix = transform.make(folder / name, picture, rng)
+            copy = _write(folder, rng, data, suffix)
+            bench.files[copy] = (group, transform.name)
+            bench.groups[group].append(copy)
     used = {o.label.split("[")[0] for o in pictures}
     sources_used = sorted(f"{s.package}:{s.name}" for s in sources() if s.name in used)
     bench.description = [
@@ -468,6 +618,8 @@ def generate(
         f" (> {DARK_SHARE:.0%} below 16: the retina surround, the deep-field sky), nor turned"
         f" twins of another (64 px correlation > {TWIN_CORRELATION} in some orientation)",
         "photographs: " + ", ".join(sources_used),
+        f"families: {families} sprites (glyphs in one colour through alpha) and {families}"
+        " diagrams (one layout, other words), each with its copies",
     ]
     truth = {
         "description": bench.description,
@@ -516,7 +668,7 @@ class Score:
 
 def true_pairs(bench: Benchmark) -> dict[str, set[frozenset[str]]]:
     """transform -> the (original, copy) pairs it made."""
-    by_transform: dict[str, set[frozenset[str]]] = {t.name: set() for t in TRANSFORMS}
+    by_transform: dict[str, set[frozenset[str]]] = {t.name: set() for t in ALL_TRANSFORMS}
     for group in bench.groups:
         original = group[0]
         for name in group[1:]:
@@ -536,7 +688,7 @@ def score(bench: Benchmark, found: Iterable[frozenset[str]]) -> Score:
         recall[name] = hits / len(pairs) if pairs else 1.0
         touching = sum(1 for p in false if any(bench.files[n][1] == name for n in p))
         precision[name] = hits / (hits + touching) if hits + touching else 1.0
-    near_names = [t.name for t in TRANSFORMS if t.kind == NEAR]
+    near_names = [t.name for t in ALL_TRANSFORMS if t.kind == NEAR]
     near_wanted = set().union(*(wanted[n] for n in near_names))
     near_hits = len(near_wanted & found)
     near_files = {n for n in bench.files if bench.kind(n) in ("original", NEAR, EXACT, PIXEL)}
