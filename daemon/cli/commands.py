@@ -156,12 +156,17 @@ def scan(args: argparse.Namespace) -> int:
 
 
 def low_information_under(index: Index, folders: list[bytes]) -> list[dict]:
-    """The blank or near-blank pictures under `folders` (fingerprint/detail.py): they match
-    only as exact or pixel copies, and a labelling person wants to see them."""
-    return [
-        {"path": r.fspath, "width": r.width, "height": r.height}
+    """The blank or near-blank pictures under `folders` (fingerprint/detail.py), by path (not
+    in the order the hashing processes finished): they match only as exact or pixel copies,
+    and a labelling person wants to see them."""
+    low = [
+        r
         for r in index.files()
         if r.low_information and any(r.path == f or is_under(r.path, f) for f in folders)
+    ]
+    return [
+        {"path": r.fspath, "width": r.width, "height": r.height}
+        for r in sorted(low, key=lambda r: r.path)
     ]
 
 
