@@ -46,6 +46,21 @@ class LabelStudioConfig:
     token_file: Path | None = None
 
 
+def check_project(project: int) -> int:
+    """A Label Studio project id (ids start at 1); raises ValueError."""
+    if project <= 0:
+        raise ValueError(f"project must be a project id (1 or above), not {project}")
+    return project
+
+
+def check_server_url(url: str) -> str:
+    """A Label Studio server's address by its form; raises ValueError."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"url: not a server address: {url!r} (e.g. http://localhost:8080)")
+    return url
+
+
 def check_labelstudio(file: Path | str, value: object) -> LabelStudioConfig:
     """The `[labelstudio]` table of `file` checked; raises DupwatchError naming the key."""
     if not isinstance(value, dict):
@@ -58,8 +73,13 @@ def check_labelstudio(file: Path | str, value: object) -> LabelStudioConfig:
             )
         if not isinstance(item, expected) or isinstance(item, bool):
             raise DupwatchError(f"{file}: labelstudio.{key} has the wrong type")
-    if "project" in value and value["project"] <= 0:
-        raise DupwatchError(f"{file}: labelstudio.project must be a project id (above 0)")
+    try:
+        if "project" in value:
+            check_project(value["project"])
+        if "url" in value:
+            check_server_url(value["url"])
+    except ValueError as error:
+        raise DupwatchError(f"{file}: labelstudio.{error}") from None
     token_file = value.get("token_file")
     return LabelStudioConfig(
         url=value.get("url"),

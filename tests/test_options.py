@@ -62,6 +62,9 @@ def error_line(result) -> str:
         (["reindex", "--cluster", "tcp://scheduler"], "'tcp://scheduler'"),
         (["scan", "{pics}", "--cluster", "http://scheduler:8786"], "not a Dask scheduler addr"),
         (["scan", "{pics}", "--cluster", "tcp://scheduler:99999"], "e.g. tcp://scheduler:8786"),
+        (["labelstudio", "--project", "0"], "argument --project: a project id (1 or above), not 0"),
+        (["labelstudio", "--project", "x"], "argument --project: not a whole number: 'x'"),
+        (["labelstudio", "--url", "localhost:8080"], "argument --url: not a server address"),
     ],
 )
 def test_a_bad_option_is_one_line_and_exit_2(
@@ -86,6 +89,8 @@ def test_a_bad_option_is_one_line_and_exit_2(
         ('index = ""', "index is empty"),
         ('cluster = "scheduler"', "cluster: not a Dask scheduler address"),
         ("cluster = 8786", "cluster has the wrong type (int)"),
+        ("[labelstudio]\nproject = -3", "labelstudio.project must be a project id (1 or above)"),
+        ('[labelstudio]\nurl = "ftp://x"', "labelstudio.url: not a server address: 'ftp://x'"),
     ],
 )
 def test_a_bad_config_value_is_one_line_naming_the_file_and_key(

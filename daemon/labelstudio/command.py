@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from dupwatch.daemon.config import Config
+from dupwatch.daemon.config import Config, check_project, check_server_url
 from dupwatch.daemon.labelstudio.settings import read_token
 from dupwatch.index.errors import DupwatchError
 
@@ -19,8 +19,10 @@ EXTRA_HINT = "pip install 'dupwatch[labelstudio]'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="the Label Studio server, e.g. http://localhost:8080")
-    parser.add_argument("--project", type=int, metavar="ID", help="the project's id")
+    parser.add_argument(
+        "--url", type=_url, help="the Label Studio server, e.g. http://localhost:8080"
+    )
+    parser.add_argument("--project", type=_project, metavar="ID", help="the project's id")
     parser.add_argument(
         "--token-file",
         metavar="FILE",
@@ -33,6 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sync", action="store_true", help="flag every duplicate group once, then exit"
     )
+
+
+def _url(text: str) -> str:
+    try:
+        return check_server_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("url: ")) from None
+
+
+def _project(text: str) -> int:
+    try:
+        return check_project(int(text))
+    except ValueError as error:
+        message = str(error) if text.lstrip("-").isdigit() else f"not a whole number: {text!r}"
+        raise argparse.ArgumentTypeError(message.removeprefix("project must be ")) from None
 
 
 def run(args: argparse.Namespace, config: Config, index_path: str) -> int:
