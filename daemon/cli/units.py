@@ -26,6 +26,29 @@ MARKER = "# Written by `dupwatch service install`; `dupwatch service uninstall` 
 REFERENCE_COMMAND = ("/usr/bin/dupwatch",)
 REFERENCE_INDEX = "%h/.local/share/dupwatch"
 
+# Shared by the units that run dupwatch's own code on the index or the network.
+SANDBOX = """\
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectKernelLogs=yes
+ProtectKernelModules=yes
+ProtectKernelTunables=yes
+ProtectControlGroups=yes
+ProtectProc=invisible
+"""
+SYSCALLS = """\
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+"""
+
 SERVICE = """\
 [Unit]
 Description=dupwatch: catch duplicate images as they land in watched folders
@@ -60,28 +83,11 @@ PrivateIPC=yes
 PrivateUsers=yes
 RestrictAddressFamilies=AF_UNIX
 IPAddressDeny=any
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-ProtectClock=yes
-ProtectHostname=yes
-ProtectKernelLogs=yes
-ProtectKernelModules=yes
-ProtectKernelTunables=yes
-ProtectControlGroups=yes
-ProtectProc=invisible
+{sandbox}MemoryDenyWriteExecute=yes
 PrivateMounts=yes
 DevicePolicy=closed
 KeyringMode=private
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-SystemCallErrorNumber=EPERM
-
+{syscalls}
 [Install]
 WantedBy=default.target
 Also=dupwatch.socket
@@ -154,24 +160,7 @@ PrivateTmp=yes
 PrivateDevices=yes
 PrivateIPC=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-ProtectClock=yes
-ProtectHostname=yes
-ProtectKernelLogs=yes
-ProtectKernelModules=yes
-ProtectKernelTunables=yes
-ProtectControlGroups=yes
-ProtectProc=invisible
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-SystemCallErrorNumber=EPERM
-UMask=0077
+{sandbox}{syscalls}UMask=0077
 
 [Install]
 WantedBy=default.target
@@ -270,6 +259,8 @@ def render(name: str, command: list[str], index: str, *, marker: bool = True) ->
         index_env=unit_word(f"DUPWATCH_INDEX={index}"),
         # "-": a missing folder is no reason to refuse to start; the index reports it clearly.
         index_rw=unit_word(f"-{index}"),
+        sandbox=SANDBOX,
+        syscalls=SYSCALLS,
     )
     return f"{MARKER}\n{body}" if marker else body
 
