@@ -68,7 +68,7 @@ def test_blank_pictures_match_only_as_exact_or_pixel(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 11, open: a 16x16 thumbnail cannot see words; a finer one (32x32 of the centre)"
-    " separates them but loses 5% crops unless the two are aligned first (r11 REPORT)",
+    " separates them but loses 5% crops unless the two are aligned first (on the generator)",
 )
 def test_diagrams_that_differ_only_in_their_words_do_not_group(tmp_path: Path) -> None:
     folder = tmp_path / "diagrams"

@@ -8,7 +8,7 @@ of: the low-frequency 8x8 block of the 32x32 hash input's DCT, DC left out (by P
 grey-level amplitude of the coarse drawing). Below LOW_STD a picture matches only as exact or
 pixel, never near. 3 grey levels: on the package corpus (tests/bench/corpus.py) the near pairs
 an audit calls wrong fall steeply up to 3 and barely after, while the right ones lost stay at
-8 of 1,866 up to 4 (REPORT); re-encoding and resizing move grey levels by about that much.
+8 of 1,866 up to 4 (README, Accuracy); re-encoding and resizing move grey levels by about that much.
 Two more signs of a hash made of nothing: fewer than MIN_BITS of its 64 bits set (the median
 threshold sets about 32; fewer means many coefficients tie at the median, exact zeros of a
 centred, symmetric or tiny drawing, so the hash says "symmetric", not what is drawn: on the
@@ -22,7 +22,7 @@ bytes), and a near candidate is confirmed only when the two thumbnails correlate
 to brightness, contrast and a global tint) at CLEAR_CORRELATION, or at VERIFY_CORRELATION and,
 compared as crops of each other, at CROP_CORRELATION (see confirms). Chosen on the benchmark's
 generator (tests/bench/dupbench.py, seed 6): CROP_CORRELATION is below the lowest of its 5%
-crops (0.866), so no mild copy is lost; reported on the package corpus (REPORT).
+crops (0.866), so no mild copy is lost; reported on the corpus (README).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ MEAN_LIMIT = 18.0  # mean abs difference (0-255, max over RGB) on either backgro
 BLOCK_LIMIT = 40.0  # ... and in any one block of a 4x4 grid
 # Sizes of one icon are drawn anew for each size (a 16 px icon is hinted, not shrunk): when
 # the shorter sides differ by SIZE_RATIO or more, they are compared at half the smaller size,
-# with RESIZED_MEAN_LIMIT and RESIZED_BLOCK_LIMIT. Chosen on 71 pairs labelled by eye (REPORT).
+# with RESIZED_MEAN_LIMIT and RESIZED_BLOCK_LIMIT. Chosen on 71 pairs labelled by eye.
 SIZE_RATIO = 1.4
 RESIZED_MEAN_LIMIT = 30.0
 RESIZED_BLOCK_LIMIT = 72.0
