@@ -21,6 +21,10 @@ from dupwatch.index.store.records import Failure, FileRecord
 
 WRITE_BATCH = 256  # files per write transaction
 WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
+# From this many files to hash, they are stored by Index.put_bulk (pairs made on arrays, in
+# transactions of up to BULK_EVERY_S of hashing) and the report lists no per-file results.
+BULK_FROM = 20_000
+BULK_EVERY_S = 5.0
 
 Progress = Callable[[int, int], None]  # (files done, files to hash)
 
@@ -34,6 +38,9 @@ class Updated(Protocol):
     def put_many(
         self, items: Iterable[tuple[bytes, Fingerprint, os.stat_result]]
     ) -> list[AddResult]: ...
+    def put_bulk(
+        self, items: Iterable[tuple[bytes, Fingerprint, os.stat_result]], *, every_s: float
+    ) -> int: ...
     def record_failures(self, failures: Iterable[tuple[bytes, os.stat_result, str]]) -> None: ...
 
 
@@ -55,6 +62,7 @@ class UpdateReport:
     unchanged: int = 0
     removed: int = 0
     failed: list[FingerprintError] = field(default_factory=list)
+    # Each stored file's matches; empty when BULK_FROM or more files were hashed.
     results: list[AddResult] = field(default_factory=list)
     notes: list[tuple[bytes, str]] = field(default_factory=list)  # (path, what decoding said)
 
@@ -113,6 +121,8 @@ def rehash(
     progress: Progress | None = None,
 ) -> UpdateReport:
     """Fingerprint `paths` and store them in batches, adding to `report`."""
+    if len(paths) >= BULK_FROM:
+        return _rehash_in_bulk(index, paths, report, workers=workers, progress=progress)
     batch: list[tuple[bytes, Fingerprint, os.stat_result]] = []
     failures: list[tuple[bytes, os.stat_result, str]] = []
     last_write = time.monotonic()
@@ -138,5 +148,36 @@ def rehash(
             progress(done, len(paths))
     write()
     report.hashed = len(report.results)
+    report.seen = max(report.seen, report.hashed + len(report.failed))
+    return report
+
+
+def _rehash_in_bulk(
+    index: Updated,
+    paths: list[bytes],
+    report: UpdateReport,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    """rehash() for many files: Index.put_bulk takes the fingerprints as they come."""
+    failures: list[tuple[bytes, os.stat_result, str]] = []
+
+    def fingerprints() -> Iterable[tuple[bytes, Fingerprint, os.stat_result]]:
+        for done, (path, outcome, st) in enumerate(hash_all(paths, workers=workers), 1):
+            if isinstance(outcome, FingerprintError):
+                report.failed.append(outcome)
+                if st is not None:
+                    failures.append((path, st, outcome.reason))
+            else:
+                report.notes += [(path, note) for note in outcome.notes]
+                yield path, outcome, st
+            if progress is not None:
+                progress(done, len(paths))
+
+    try:
+        report.hashed = index.put_bulk(fingerprints(), every_s=BULK_EVERY_S)
+    finally:
+        index.record_failures(failures)
     report.seen = max(report.seen, report.hashed + len(report.failed))
     return report
