@@ -7,11 +7,13 @@ Layers, each importing only those before it:
 - `fingerprint/`: what a picture is (decoding, hashes, transforms, pixel digests).
 - `hashing/`: running fingerprinting (time and memory limits, hashing engines: a pool of
   hashing processes fed in batches, or the workers of a Dask cluster).
-- `store/`: where fingerprints live (the LMDB environment, records, migrations, the BK-tree,
-  stored pairs, the consistency check).
+- `store/`: where fingerprints live (the LMDB environment, records, migrations, the hash
+  search in substring tables beside the BK-tree, the self-join, stored and packed pairs, the
+  consistency check).
 - the Index API, in this folder: `index.py` (the Index: add, remove, move, query, groups),
-  with `matches.py`, `groups.py`, `transformed.py`, `pixel_digests.py`, `prefetch.py`,
-  `folders.py` and `update.py` below it, and `ignore.py` and `compare.py` above it.
+  with `matches.py`, `groups.py`, `grouping.py`, `transformed.py`, `pixel_digests.py`,
+  `prefetch.py`, `folders.py`, `writing.py`, `bulk.py`, `pair_arrays.py` and `update.py`
+  below it, and `ignore.py` and `compare.py` above it.
 - `cleanup/`: acting on duplicates (quarantine, label files).
 
 Names are exported lazily: `from dupwatch.index.errors import ...` (which the command line
@@ -48,6 +50,7 @@ _EXPORTS = {
     "AddResult": "matches",
     "Match": "matches",
     "Kind": "store.pairs",
+    "SubstringIndex": "store.substrings",
     "FileRecord": "store.records",
     "Plan": "update",
     "UpdateReport": "update",

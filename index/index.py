@@ -1,17 +1,18 @@
-"""The Index: files, their fingerprints, the BK-tree and the duplicate pairs, in one LMDB.
+"""The Index: files, their fingerprints, the hash search tables and the duplicate pairs, in
+one LMDB.
 
-Every change to one file is one write transaction (put_many groups several
-files in one, each still whole). Reads open their own short transaction, so
-readers in other threads or processes run beside the one writer.
+Every change to one file is one write transaction (put_many groups several files in one,
+each still whole; put_bulk many more). Reads open their own short transaction, so readers in
+other threads or processes run beside the one writer.
 
 A little longer than 450 lines because it is the library's one public object (open, query,
 add, put, remove, move, groups, update, check, repair, reindex): each method is a short
-transaction over matching.py, pair_table.py and store/, which hold the work.
+transaction over matching.py, writing.py, bulk.py, pair_table.py and store/, which hold the
+work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,19 +20,13 @@ from typing import TYPE_CHECKING
 
 import lmdb
 
+from dupwatch.index.bulk import BULK_BATCH, put_bulk
 from dupwatch.index.errors import FingerprintError, MissingFile, StoreError, UnreadableFile
 from dupwatch.index.fingerprint.file import HASH_PARAMS, Fingerprint, fingerprint
 from dupwatch.index.fingerprint.transforms import parse_transforms
 from dupwatch.index.folders import DEFAULT_IGNORE, absolute, is_under
-from dupwatch.index.groups import (
-    DEFAULT_KEEP,
-    Group,
-    Keeper,
-    Labelled,
-    build_groups,
-    derived_copies,
-    wanted_pairs,
-)
+from dupwatch.index.grouping import build_groups, derived_copies, wanted_pairs
+from dupwatch.index.groups import DEFAULT_KEEP, Group, Keeper, Labelled
 from dupwatch.index.matches import (
     DEFAULT_RADIUS,
     AddResult,
@@ -43,21 +38,15 @@ from dupwatch.index.matching import Matcher
 from dupwatch.index.pair_table import PairTable
 from dupwatch.index.pixel_digests import PixelDigests
 from dupwatch.index.store import bookkeeping
-from dupwatch.index.store.bktree import BKTree
 from dupwatch.index.store.check import check_index, quick_check, rebuild_derived
 from dupwatch.index.store.crops import CropTable
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.ignored import ignored_keys, is_ignored
 from dupwatch.index.store.location import default_index_path
-from dupwatch.index.store.pairs import Pair
-from dupwatch.index.store.records import (
-    Failure,
-    FileRecord,
-    encode_record,
-    path_key,
-    u64,
-)
+from dupwatch.index.store.records import Failure, FileRecord, encode_record, path_key, u64
+from dupwatch.index.store.substrings import SubstringIndex
 from dupwatch.index.update import Plan, Progress, UpdateReport, plan, rehash, update
+from dupwatch.index.writing import Writer
 
 if TYPE_CHECKING:
     from dupwatch.index.hashing.engine import Engine
@@ -71,15 +60,19 @@ class Index:
     def __init__(self, store: Store, radius: int, transforms: Iterable[str] = ()) -> None:
         self.store = store
         self.radius = check_radius(radius)
-        self.tree = BKTree(store.env, db=store.dbs[b"tree"])
+        # The distinct hashes of the files, searchable by radius (multi-index hashing).
+        self.hashes = SubstringIndex(store.env, db=store.dbs[b"substrings"])
         self.pixels = PixelDigests(store)
         # Which transformed copies new files and queries are also matched against.
         self.transforms = parse_transforms(transforms)
         self.crop_table = (
             CropTable(store.folder, readonly=store.readonly) if "crop" in self.transforms else None
         )
-        self.matcher = Matcher(store, self.tree, self.pixels, self.transforms, self.crop_table)
+        self.matcher = Matcher(store, self.hashes, self.pixels, self.transforms, self.crop_table)
         self.pairs = PairTable(store, self.matcher, self.radius)
+        self.writer = Writer(
+            store, self.hashes, self.matcher, self.pairs, self.pixels, self.crop_table, self.radius
+        )
         if not store.readonly:
             with store.read() as txn:
                 known = store.get_meta(txn, b"pair_radius") is not None
@@ -210,73 +203,40 @@ class Index:
     def put_many(
         self, items: Iterable[tuple[str | bytes | os.PathLike, Fingerprint, os.stat_result]]
     ) -> list[AddResult]:
-        """Store fingerprints already computed, in one transaction; a known path is replaced."""
+        """Store fingerprints already computed, in one transaction; a known path is replaced.
+
+        Each file is matched against the files stored before it, in order, as put() would;
+        when every path is new, the hash search runs once for the whole batch."""
         items = [(absolute(path), fp, st) for path, fp, st in items]
 
         def change(txn: lmdb.Transaction) -> list[AddResult]:
-            results = [self._put(txn, *item) for item in items]
-            looked_through = self.pairs.transforms(txn)
-            if items and not looked_through <= self.transforms:
-                # These files' pairs were not looked for through the others.
-                self.pairs.set_transforms(txn, looked_through & self.transforms)
+            paths = {path for path, _, _ in items}
+            if (
+                len(items) < 2
+                or len(paths) < len(items)
+                or any(self.store.find_path(txn, path) is not None for path in paths)
+            ):
+                results = [self.writer.put(txn, *item) for item in items]
+            else:
+                results = self.writer.put_new(txn, items)
+            if items:
+                self.writer.note_transforms(txn)
             return results
 
         return self.store.write(change)
 
-    def _put(
-        self, txn: lmdb.Transaction, path: bytes, fp: Fingerprint, st: os.stat_result
-    ) -> AddResult:
-        old = self.store.find_path(txn, path)
-        if old is not None:
-            self._delete(txn, old)
-        record = FileRecord(
-            id=self.store.next_file_id(txn),
-            path=path,
-            dev=st.st_dev,
-            ino=st.st_ino,
-            size=fp.size,
-            mtime_ns=st.st_mtime_ns,
-            bits=fp.bits,
-            digest=fp.digest,
-            width=fp.width,
-            height=fp.height,
-            format=fp.format,
-            centre=fp.centre,
-            low_information=fp.low_information,
-            thumbnail=fp.thumbnail,
-            framed=fp.framed,
-            orientations=fp.orientations[1:],
-        )
-        # Pairs are kept at the index's pair radius; the caller sees matches at its own radius.
-        pair_radius = self.pairs.radius(txn)
-        radius = max(self.radius, pair_radius)
-        matches = self.matcher.find(txn, fp.bits, fp.centre, fp, path, radius, writable=True)
-        pixels = self.pixels.known(fp.digest)  # made if a same-size candidate needed it
-        if pixels is not None:
-            record = dataclasses.replace(record, pixel_digest=pixels)
-        dbs = self.store.dbs
-        key = u64(record.id)
-        txn.put(key, encode_record(record), db=dbs[b"files"])
-        txn.put(path_key(path), key, db=dbs[b"by_path"])
-        txn.delete(path_key(path), db=dbs[b"failed"])
-        txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
-        txn.put(record.digest, key, db=dbs[b"by_digest"])
-        self.tree.add(record.bits, txn=txn)
-        if self.crop_table is not None:
-            self.crop_table.add(record.id, fp.crops)
-        for match in matches:
-            if match.distance <= pair_radius:
-                pair = Pair(match.record.id, match.distance, match.kind, match.transform)
-                self.pairs.put(txn, record.id, pair)
-        # A pair marked "not a duplicate" stays stored (so unignoring needs no rehash) but is
-        # never returned, so the service's alerts skip it.
-        shown = [
-            m
-            for m in matches
-            if m.distance <= self.radius
-            and not is_ignored(self.store, txn, fp.digest, m.record.digest)
-        ]
-        return AddResult(record, shown)
+    def put_bulk(
+        self,
+        items: Iterable[tuple[str | bytes | os.PathLike, Fingerprint, os.stat_result]],
+        *,
+        batch: int = BULK_BATCH,
+        every_s: float | None = None,
+    ) -> int:
+        """Store many fingerprints at once (a first scan, a reindex): `batch` files to a
+        transaction (or what came in `every_s` seconds), each committed whole with its pairs,
+        exactly those put() would store one file at a time in the same order (bulk.py).
+        Returns how many were stored; the matches are not returned."""
+        return put_bulk(self.writer, items, batch=batch, every_s=every_s)
 
     def _pairs_as_matches(self, record: FileRecord) -> list[Match]:
         with self.store.read() as txn:
@@ -288,16 +248,7 @@ class Index:
         return sorted(matches, key=best_first)
 
     def _delete(self, txn: lmdb.Transaction, record: FileRecord) -> None:
-        dbs = self.store.dbs
-        key = u64(record.id)
-        self.pairs.delete(txn, record.id)
-        txn.delete(key, db=dbs[b"files"])
-        txn.delete(path_key(record.path), key, db=dbs[b"by_path"])
-        txn.delete(record.digest, key, db=dbs[b"by_digest"])
-        hash_key = u64(record.bits)
-        txn.delete(hash_key, key, db=dbs[b"by_hash"])
-        if txn.get(hash_key, db=dbs[b"by_hash"]) is None:
-            self.tree.remove(record.bits, txn=txn)
+        self.writer.delete(txn, record)
 
     def remove(self, path: str | bytes | os.PathLike) -> bool:
         """Forget one file; False when it was not indexed."""
@@ -398,7 +349,7 @@ class Index:
         self.look_through_transforms()
         with self.store.read() as txn:
             pairs = self.pairs.within(txn, radius)
-            records = {file_id: self.store.record(txn, file_id) for file_id in pairs}
+            records = {i: self.store.record(txn, i) for i in pairs.ids.tolist()}
             ignored = ignored_keys(self.store, txn)
         kept = wanted_pairs(records, pairs, ignored, pair_filter)
         keeper = Keeper(keep, preferred, labelled, frozenset(derived_copies(records, kept)))
@@ -475,18 +426,18 @@ class Index:
 
     def check(self) -> list[str]:
         """Problems found in the derived tables; empty when the index is consistent."""
-        return check_index(self.store, self.tree)
+        return check_index(self.store, self.hashes)
 
     def quick_check(self) -> list[str]:
         """The cheap half of check(), for the service's start (store/check.py)."""
-        return quick_check(self.store, self.tree)
+        return quick_check(self.store, self.hashes)
 
     def repair(self) -> None:
-        """Rebuild every derived table (by_path, by_hash, by_digest, the tree, the pairs)
-        from the file records, in one transaction, without hashing any file."""
+        """Rebuild every derived table (by_path, by_hash, by_digest, the substring tables,
+        the pairs) from the file records, in one transaction, without hashing any file."""
 
         def change(txn: lmdb.Transaction) -> None:
-            rebuild_derived(self.store, self.tree, txn)
+            rebuild_derived(self.store, self.hashes, txn)
             self.pairs.store_all(txn, self.pairs.radius(txn))
 
         self.store.write(change)
@@ -512,7 +463,7 @@ class Index:
         def clear(txn: lmdb.Transaction) -> None:
             for name in (b"files", b"by_path", b"by_hash", b"by_digest", b"pairs", b"failed"):
                 txn.drop(dbs[name], delete=False)
-            self.tree.clear(txn=txn)
+            self.hashes.clear(txn=txn)
             self.store.set_hash_params(txn, HASH_PARAMS)
             self.pairs.set_transforms(txn, self.transforms)
 

@@ -1,8 +1,11 @@
-"""Finding the indexed files that duplicate a picture: candidates from the BK-tree by the
-whole-picture hash, the distance with the centre's second opinion, the kind of each match
-(exact, pixel, near), and the matches through a transform (transformed.py)."""
+"""Finding the indexed files that duplicate a picture: candidates from the substring tables
+(store/substrings.py) by the whole-picture hash, the distance with the centre's second
+opinion, the kind of each match (exact, pixel, near), and the matches through a transform
+(transformed.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
 
 import lmdb
 
@@ -11,11 +14,11 @@ from dupwatch.index.fingerprint.file import Fingerprint, match_distance
 from dupwatch.index.fingerprint.geometry import ORIENTATIONS
 from dupwatch.index.matches import Match, best_first
 from dupwatch.index.pixel_digests import PixelDigests
-from dupwatch.index.store.bktree import BKTree
 from dupwatch.index.store.crops import CropTable
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.pairs import Kind
 from dupwatch.index.store.records import FileRecord, u64
+from dupwatch.index.store.substrings import SubstringIndex
 from dupwatch.index.transformed import transformed_matches
 
 
@@ -46,19 +49,19 @@ def as_fingerprint(record: FileRecord) -> Fingerprint:
 
 
 class Matcher:
-    """What one index matches against: its store and tree, the pixel digests that tell a
-    `pixel` match, and the transforms (and crop table) that `--transforms` asks for."""
+    """What one index matches against: its store and hash search, the pixel digests that
+    tell a `pixel` match, and the transforms (and crop table) that `--transforms` asks for."""
 
     def __init__(
         self,
         store: Store,
-        tree: BKTree,
+        hashes: SubstringIndex,
         pixels: PixelDigests,
         transforms: frozenset[str],
         crop_table: CropTable | None,
     ) -> None:
         self.store = store
-        self.tree = tree
+        self.hashes = hashes
         self.pixels = pixels
         self.transforms = transforms
         self.crop_table = crop_table
@@ -72,20 +75,25 @@ class Matcher:
         path: bytes | None,
         radius: int,
         *,
-        exclude: int | None = None,
+        exclude: Collection[int] = (),
         writable: bool = False,
         second_look: bool = True,
+        near: Iterable[tuple[int, int]] | None = None,
     ) -> list[Match]:
         """Records within `radius` of the picture whose hashes are `bits` and `centre`
-        (match_distance); the tree proposes them by `bits` alone, which is never farther.
-        A near match must pass the second look (fingerprint/detail.py: neither picture low
-        information, the thumbnails agree) unless `second_look` is off (the caller decides
-        the kind itself, and then looks). `writable`: `txn` is a write transaction, where
-        pixel digests made on the way are kept in their records."""
+        (match_distance), but those of `exclude`; the hash search proposes them by `bits`
+        alone, which is never farther (`near`: its (distance, hash) answer, when a batched
+        search found it already). A near match must pass the second look
+        (fingerprint/detail.py: neither picture low information, the thumbnails agree)
+        unless `second_look` is off (the caller decides the kind itself, and then looks).
+        `writable`: `txn` is a write transaction, where pixel digests made on the way are
+        kept in their records."""
         found = []
-        for full, near_bits in self.tree.find(bits, radius, txn=txn):
+        if near is None:
+            near = self.hashes.find(bits, radius, txn=txn)
+        for full, near_bits in near:
             for file_id in self.store.ids(txn, b"by_hash", u64(near_bits)):
-                if file_id == exclude:
+                if file_id in exclude:
                     continue
                 record = self.store.record(txn, file_id)
                 if record is None:
@@ -101,7 +109,7 @@ class Matcher:
                         continue
                     found.append(Match(record, distance, kind))
         if fp is not None and self.transforms:
-            seen = {m.record.id for m in found} | {exclude}
+            seen = {m.record.id for m in found} | set(exclude)
             found += self.through_transforms(txn, fp, path, radius, seen)
         return sorted(found, key=best_first)
 
@@ -111,7 +119,7 @@ class Matcher:
         fp: Fingerprint,
         path: bytes | None,
         radius: int,
-        seen: set[int | None],
+        seen: set[int],
     ) -> list[Match]:
         """Files that `fp` duplicates turned, mirrored or cropped (index/transformed.py),
         each past the second look; none for a low-information picture."""
@@ -144,9 +152,8 @@ class Matcher:
                 return Kind.PIXEL
         return Kind.NEAR
 
-    def pair_kind(self, txn: lmdb.Transaction, record: FileRecord, match: Match) -> Kind:
+    def pair_kind(self, txn: lmdb.Transaction, record: FileRecord, other: FileRecord) -> Kind:
         """How two indexed records duplicate each other (for pairs stored again)."""
-        other = match.record
         if record.digest == other.digest:
             return Kind.EXACT
         same_size = (record.width, record.height) == (other.width, other.height)

@@ -1,6 +1,7 @@
 """The duplicate pairs an index keeps (the `pairs` table): each pair found when a file
-arrived, stored under both files, so that listing groups is a read; read back at a radius,
-and found again for every file when the radius grows."""
+arrived, stored under both files, so that listing groups is a read; read back at a radius
+(packed arrays, store/packed_pairs.py), and found again for every file when the radius grows
+(a self-join of every hash, store/selfjoin.py, judged on arrays: pair_arrays.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import logging
 from collections.abc import Iterable
 
 import lmdb
+import numpy as np
 
 from dupwatch.index.errors import StoreError
-from dupwatch.index.fingerprint.detail import near_allowed
 from dupwatch.index.matching import Matcher, as_fingerprint
+from dupwatch.index.pair_arrays import NEAR, Catalog, Thumbnails, judge, looks_alike
 from dupwatch.index.store.environment import Store
-from dupwatch.index.store.pairs import Kind, Pair
-from dupwatch.index.store.records import from_u64, u64
+from dupwatch.index.store.packed_pairs import PackedPairs, PairSpool, read_entries, read_within
+from dupwatch.index.store.pairs import KIND_CODES, KINDS, TRANSFORMS, Pair
+from dupwatch.index.store.records import u64
+from dupwatch.index.store.selfjoin import self_join
 
 log = logging.getLogger(__name__)
 
@@ -113,45 +117,70 @@ class PairTable:
 
         self.store.write(change)
 
-    def within(self, txn: lmdb.Transaction, radius: int) -> dict[int, list[Pair]]:
-        """Every file's pairs at `radius` or closer."""
-        pairs: dict[int, list[Pair]] = {}
-        for key, raw in txn.cursor(db=self.db):
-            raw = bytes(raw)
-            if raw[8] <= radius:
-                pairs.setdefault(from_u64(bytes(key)), []).append(Pair.decode(raw))
-        return pairs
+    def within(self, txn: lmdb.Transaction, radius: int) -> PackedPairs:
+        """Every file's pairs at `radius` or closer, packed."""
+        return read_within(txn, self.db, radius)
 
     def store_all(self, txn: lmdb.Transaction, radius: int) -> None:
-        """Find every plain pair again at `radius`. Pairs found through a transform were
-        confirmed on the pixels of both files when one arrived; they are kept (those still
-        within the radius) rather than read again."""
-        db = self.db
-        transformed = [
-            (from_u64(bytes(key)), pair)
-            for key, raw in txn.cursor(db=db)
-            if (pair := Pair.decode(bytes(raw))).transform is not None
-            and from_u64(bytes(key)) < pair.other
-            and pair.distance <= radius
-        ]
-        txn.drop(db, delete=False)
-        for record in list(self.store.records(txn)):
-            matches = self.matcher.find(
-                txn, record.bits, record.centre, None, None, radius, exclude=record.id,
-                second_look=False,
-            )  # fmt: skip
-            for match in matches:
-                if match.record.id > record.id:
-                    kind = self.matcher.pair_kind(txn, record, match)
-                    other = match.record
-                    if kind is Kind.NEAR and not near_allowed(
-                        record.low_information, record.thumbnail,
-                        other.low_information, other.thumbnail,
-                    ):  # fmt: skip
-                        continue
-                    pair = Pair(match.record.id, match.distance, kind)
-                    self.put(txn, record.id, pair)
+        """Find every plain pair again at `radius`, by a self-join of every file's hash
+        (store/selfjoin.py) judged on arrays as Matcher.find and pair_kind judge one pair
+        (pair_arrays.py), spooled to files and appended in key order. Pairs found through a
+        transform were confirmed on the pixels of both files when one arrived; they are kept
+        (those still within the radius) rather than read again."""
+        transformed = self._transformed_within(txn, radius)
+        txn.drop(self.db, delete=False)
+        catalog = Catalog.of(self.store.records(txn))
+        highest = int(catalog.ids[-1]) if len(catalog) else 0
+        spool = PairSpool(self.store.folder, highest)
+        try:
+            for a, b, full in self_join(catalog.bits, radius):
+                self._spool_judged(txn, catalog, a, b, full, radius, spool)  # a: the earlier
+            spool.store(txn, self.db)
+        finally:
+            spool.discard()
         for file_id, pair in transformed:
             if all(p.other != pair.other for p in self.of(txn, file_id)):
                 self.put(txn, file_id, pair)
         self.store.put_meta(txn, b"pair_radius", str(radius).encode())
+
+    def _transformed_within(self, txn: lmdb.Transaction, radius: int) -> list[tuple[int, Pair]]:
+        """The stored pairs found through a transform, at `radius` or closer, each once."""
+        entries = read_entries(
+            txn, self.db,
+            lambda e: (e["transform"] != 0) & (e["key"] < e["other"]) & (e["distance"] <= radius),
+        )  # fmt: skip
+        return [
+            (key, Pair(other, distance, KINDS[kind], TRANSFORMS[transform]))
+            for key, other, distance, kind, transform in entries.tolist()
+        ]
+
+    def _spool_judged(
+        self,
+        txn: lmdb.Transaction,
+        catalog: Catalog,
+        a: np.ndarray,
+        b: np.ndarray,
+        full: np.ndarray,
+        radius: int,
+        spool: PairSpool,
+    ) -> None:
+        """Judge catalog rows (a, b), `a` the earlier file, as store_all did one record at a
+        time; hand those that are pairs at `radius` to `spool`."""
+        distance, kinds, pixels = judge(catalog, a, b, full)
+        keep = distance <= radius
+        a, b, distance, kinds, pixels = a[keep], b[keep], distance[keep], kinds[keep], pixels[keep]
+        for i in np.flatnonzero(pixels).tolist():
+            earlier = self.store.record(txn, int(catalog.ids[a[i]]))
+            later = self.store.record(txn, int(catalog.ids[b[i]]))
+            kinds[i] = KIND_CODES[self.matcher.pair_kind(txn, earlier, later)]
+        near = np.flatnonzero(kinds == NEAR)
+        thumbnails = Thumbnails(self.store, txn)
+        allowed = looks_alike(
+            catalog.low[a[near]], catalog.thumbnail[a[near]],
+            catalog.low[b[near]], catalog.thumbnail[b[near]],
+            lambda i: (thumbnails.of(int(catalog.ids[a[near[i]]])),
+                       thumbnails.of(int(catalog.ids[b[near[i]]]))),
+        )  # fmt: skip
+        keep = np.ones(len(a), dtype=bool)
+        keep[near[~allowed]] = False
+        spool.add(catalog.ids[a[keep]], catalog.ids[b[keep]], distance[keep], kinds[keep])

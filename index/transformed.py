@@ -1,7 +1,7 @@
 """Matches through a transform (`--transforms rotate,flip,crop`): candidates, then confirmation.
 
 Turned and mirrored copies: the query's orientation hashes (its 32x32 hash input turned
-back) are looked up in the BK-tree. Turning the 32x32 input is exact up to the copy's own
+back) are looked up in the substring tables. Turning the 32x32 input is exact up to the copy's own
 re-encoding, so a true copy lands within ORIENTATION_RADIUS; a wider radius would only
 collect pictures of the same texture or composition turned (a brick wall, the edge of a
 fundus photo). Cropped copies: store/crops.py. Every candidate is confirmed on pixels
@@ -25,10 +25,10 @@ from dupwatch.index.fingerprint.confirm import (
 )
 from dupwatch.index.fingerprint.file import Fingerprint, comparison_picture
 from dupwatch.index.fingerprint.transforms import orientations_for
-from dupwatch.index.store.bktree import BKTree
 from dupwatch.index.store.crops import CROP_RADIUS, CropTable
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.records import FileRecord, u64
+from dupwatch.index.store.substrings import SubstringIndex
 
 if TYPE_CHECKING:
     import lmdb
@@ -39,10 +39,10 @@ ORIENTATION_RADIUS = 4  # of 64 bits; turned copies in dupbench: 87% at 0, all w
 
 
 class Searched(Protocol):
-    """What is searched: the Index's store, tree, transforms and crop table."""
+    """What is searched: the Index's store, hash search, transforms and crop table."""
 
     store: Store
-    tree: BKTree
+    hashes: SubstringIndex
     transforms: frozenset[str]
     crop_table: CropTable | None
 
@@ -81,7 +81,7 @@ def transformed_matches(
     fp: Fingerprint,
     path: bytes | None,
     radius: int,
-    seen: set[int | None],
+    seen: set[int],
 ) -> list[Found]:
     """Files that `fp` (the file at `path`) duplicates turned, mirrored or cropped, one per
     file, confirmed on pixels; files in `seen` (already matched as they are) are skipped.
@@ -110,7 +110,7 @@ def transformed_matches(
 
 
 def _candidate(
-    index: Searched, txn: lmdb.Transaction, file_id: int, seen: set[int | None], path: bytes
+    index: Searched, txn: lmdb.Transaction, file_id: int, seen: set[int], path: bytes
 ) -> FileRecord | None:
     if file_id in seen:
         return None
@@ -125,7 +125,7 @@ def _orientation_candidates(
     candidates: dict[int, tuple[int, str]] = {}
     for name in orientations_for(index.transforms):
         bits = fp.oriented(name)
-        for distance, near in index.tree.find(bits, min(radius, ORIENTATION_RADIUS), txn=txn):
+        for distance, near in index.hashes.find(bits, min(radius, ORIENTATION_RADIUS), txn=txn):
             for file_id in index.store.ids(txn, b"by_hash", u64(near)):
                 candidates[file_id] = min(candidates.get(file_id, (65, name)), (distance, name))
     return candidates
@@ -139,7 +139,7 @@ def _crop_candidates(
     the indexed crop hashes (the query is a crop of an indexed file)."""
     candidates: dict[int, tuple[int, bool]] = {}
     for crop_bits in set(fp.crops):
-        for distance, near in index.tree.find(crop_bits, CROP_RADIUS, txn=txn):
+        for distance, near in index.hashes.find(crop_bits, CROP_RADIUS, txn=txn):
             for file_id in index.store.ids(txn, b"by_hash", u64(near)):
                 candidates[file_id] = min(candidates.get(file_id, (65, False)), (distance, False))
     assert index.crop_table is not None

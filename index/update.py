@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 WRITE_BATCH = 256  # files per write transaction
 WRITE_EVERY_S = 0.5  # or sooner, so a long scan shows its progress in the index
+# From this many files to hash, they are stored by Index.put_bulk (pairs made on arrays, in
+# transactions of up to BULK_EVERY_S of hashing) and the report lists no per-file results.
+BULK_FROM = 20_000
+BULK_EVERY_S = 5.0
 
 Progress = Callable[[int, int], None]  # (files done, files to hash)
 
@@ -41,6 +45,9 @@ class Updated(Prefetched, Protocol):
     def put_many(
         self, items: Iterable[tuple[bytes, Fingerprint, os.stat_result]]
     ) -> list[AddResult]: ...
+    def put_bulk(
+        self, items: Iterable[tuple[bytes, Fingerprint, os.stat_result]], *, every_s: float
+    ) -> int: ...
     def record_failures(self, failures: Iterable[tuple[bytes, os.stat_result, str]]) -> None: ...
 
 
@@ -62,6 +69,7 @@ class UpdateReport:
     unchanged: int = 0
     removed: int = 0
     failed: list[FingerprintError] = field(default_factory=list)
+    # Each stored file's matches; empty when BULK_FROM or more files were hashed.
     results: list[AddResult] = field(default_factory=list)
     notes: list[tuple[bytes, str]] = field(default_factory=list)  # (path, what decoding said)
 
@@ -134,6 +142,10 @@ def rehash(
     processes of its own while this thread writes: the writer is never what the workers
     wait for, and the pixel digests a batch's writing needs are made by the engine too.
     """
+    if len(paths) >= BULK_FROM:
+        return _rehash_in_bulk(
+            index, paths, report, workers=workers, progress=progress, engine=engine
+        )
     pooled = engine is not None or (len(paths) >= POOL_THRESHOLD and workers != 1)
     own = None
     if pooled and engine is None:
@@ -194,3 +206,40 @@ class _Writer:
         self.batch.clear()
         self.failures.clear()
         self.last_write = time.monotonic()
+
+
+def _rehash_in_bulk(
+    index: Updated,
+    paths: list[bytes],
+    report: UpdateReport,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+) -> UpdateReport:
+    """rehash() for many files: Index.put_bulk takes the fingerprints as they come."""
+    failures: list[tuple[bytes, os.stat_result, str]] = []
+
+    def fingerprints() -> Iterable[tuple[bytes, Fingerprint, os.stat_result]]:
+        done = 0
+        for outcomes in hash_batches(paths, workers=workers, engine=engine):
+            for path, outcome, st in outcomes:
+                if isinstance(outcome, FingerprintError):
+                    report.failed.append(outcome)
+                    if st is not None:
+                        failures.append((path, st, outcome.reason))
+                elif st is not None:
+                    report.notes += [(path, note) for note in outcome.notes]
+                    yield path, outcome, st
+            done += len(outcomes)
+            if progress is not None:
+                progress(done, len(paths))
+
+    try:
+        report.hashed = index.put_bulk(fingerprints(), every_s=BULK_EVERY_S)
+    finally:
+        index.record_failures(failures)
+    report.seen = max(report.seen, report.hashed + len(report.failed))
+    report.failed.sort(key=lambda error: error.path)
+    report.notes.sort(key=lambda note: note[0])
+    return report

@@ -12,9 +12,9 @@ import lmdb
 import pytest
 from PIL import Image
 
-from dupwatch.index import DEFAULT_RADIUS, FileRecord, Index, IndexMismatch, StoreError
+from dupwatch.index import DEFAULT_RADIUS, BKTree, FileRecord, Index, IndexMismatch, StoreError
 from dupwatch.index.fingerprint import HASH_PARAMS
-from dupwatch.index.store import SCHEMA_VERSION, TABLES, u64
+from dupwatch.index.store import SCHEMA_VERSION, TABLES, from_u64, u64
 
 from support import SKIMAGE_DATA, dupwatch
 
@@ -34,8 +34,34 @@ def indexed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def raw_env(index: Path) -> tuple[lmdb.Environment, dict]:
-    env = lmdb.open(str(index), max_dbs=len(TABLES))
-    return env, {name: env.open_db(name, dupsort=dup) for name, dup in TABLES.items()}
+    """The index's environment and its tables, those it has (an aged index lacks some)."""
+    env = lmdb.open(str(index), max_dbs=len(TABLES) + 1)  # + the BK-tree of schema 4
+    dbs = {}
+    for name, dup in TABLES.items():
+        try:
+            dbs[name] = env.open_db(name, dupsort=dup, create=False)
+        except lmdb.NotFoundError:
+            pass
+    return env, dbs
+
+
+def age_to_schema_4(index: Path) -> list[tuple[bytes, bytes]]:
+    """The tables as schema 4 kept them, with the records as they are: the distinct hashes in
+    a BK-tree (the `tree` table), no substring tables, the pairs' values not packed (not
+    LMDB dupfixed). Returns the pair entries."""
+    env, dbs = raw_env(index)
+    tree = BKTree(env, name=b"tree")  # makes its table in a transaction of its own
+    with env.begin(write=True) as txn:
+        by_hash = txn.cursor(db=dbs[b"by_hash"]).iternext(keys=True, values=False)
+        tree.update(sorted({from_u64(bytes(key)) for key in by_hash}), txn=txn)
+        txn.drop(dbs[b"substrings"], delete=True)
+        pairs = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=dbs[b"pairs"])]
+        txn.drop(dbs[b"pairs"], delete=True)
+        table = env.open_db(b"pairs", txn=txn, dupsort=True)
+        txn.cursor(db=table).putmulti(pairs)
+        txn.put(b"schema", b"4", db=dbs[b"meta"])
+    env.close()
+    return pairs
 
 
 def test_a_consistent_index_checks_clean(indexed: tuple[Path, Path]) -> None:
@@ -50,7 +76,7 @@ def test_damage_is_found_and_repaired_without_hashing(indexed: tuple[Path, Path]
     with Index.open(index) as ix:
         before = {g.keep.path: sorted(m.record.path for m in g.members) for g in ix.groups()}
         record = ix.get(pics / "coffee.jpg")
-        ix.tree.remove(record.bits)  # a hash of an indexed file missing from the tree
+        ix.hashes.remove(record.bits)  # a hash of an indexed file missing from the search
     env, dbs = raw_env(index)
     with env.begin(write=True) as txn:
         txn.delete(u64(record.bits), u64(record.id), db=dbs[b"by_hash"])
@@ -60,7 +86,7 @@ def test_damage_is_found_and_repaired_without_hashing(indexed: tuple[Path, Path]
 
     result = dupwatch("check", "--index", index)
     assert result.returncode == 1
-    assert "tree: hash" in result.stdout and "by_hash" in result.stdout
+    assert "substrings: hash" in result.stdout and "by_hash" in result.stdout
     assert "by_digest" in result.stdout
 
     repaired = dupwatch("check", "--repair", "--index", index)
@@ -103,15 +129,19 @@ def schema_1_record(record: FileRecord) -> bytes:
 
 
 def build_schema_1(index: Path, pics: Path) -> list[FileRecord]:
-    """The layout of schema 1: records without a pixel digest, no `failed` table and no
-    recorded pair radius."""
+    """The layout of schema 1: records without a pixel digest, pairs without a transform, no
+    `failed` table and no recorded pair radius."""
     with Index.open(index) as ix:
         ix.update([pics], workers=1)
         records = list(ix.files())
+    pairs = age_to_schema_4(index)
     env, dbs = raw_env(index)
     with env.begin(write=True) as txn:
         for record in records:
             txn.put(u64(record.id), schema_1_record(record), db=dbs[b"files"])
+        txn.drop(dbs[b"pairs"], delete=False)
+        for key, value in pairs:  # other file, distance, kind
+            txn.put(key, value[:10], db=dbs[b"pairs"])
         txn.put(b"schema", b"1", db=dbs[b"meta"])
         txn.delete(b"pair_radius", db=dbs[b"meta"])
         txn.drop(dbs[b"failed"], delete=True)
@@ -143,7 +173,7 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
         assert len(ix.groups()) == 1
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 4
+        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 5
         # Migrated at schema 1's radius 8, then groups() at the default radius stored them again.
         assert txn.get(b"pair_radius", db=dbs[b"meta"]) == str(DEFAULT_RADIUS).encode()
     env.close()
@@ -179,6 +209,7 @@ def test_a_schema_3_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
         ix.update([pics], workers=1)
         before = list(ix.files())
     assert all(r.thumbnail and len(r.orientations) == 7 for r in before)
+    age_to_schema_4(index)
     env, dbs = raw_env(index)
     with env.begin(write=True) as txn:
         for record in before:
@@ -188,7 +219,7 @@ def test_a_schema_3_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
         txn.put(b"hash", json.dumps(params, sort_keys=True).encode(), db=dbs[b"meta"])
     env.close()
     with pytest.raises(IndexMismatch, match="dupwatch reindex"):
-        Index.open(index)  # migrated to schema 4, then refused for its hashes
+        Index.open(index)  # migrated to schema 4 and 5, then refused for its hashes
     with Index.open(index, check_params=False) as ix:
         assert list(ix.files()) == [without_detail(r) for r in before]
     assert dupwatch("reindex", "--index", index).returncode == 0
@@ -216,6 +247,7 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     with Index.open(index) as ix:
         ix.update([pics], workers=1)
         before = list(ix.files())
+    age_to_schema_4(index)
     env, dbs = raw_env(index)
     with env.begin(write=True) as txn:
         for record in before:
@@ -234,10 +266,10 @@ def test_a_schema_2_index_is_migrated_and_then_needs_a_reindex(tmp_path: Path) -
     with pytest.raises(StoreError, match="schema 2 and needs upgrading.*run `dupwatch reindex`"):
         Index.open(index, readonly=True)  # not "open it for writing": that alone is not enough
     with pytest.raises(IndexMismatch, match="dupwatch reindex"):
-        Index.open(index)  # migrated to schema 4 first, then refused for its hashes
+        Index.open(index)  # migrated to the current schema first, then refused for its hashes
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert txn.get(b"schema", db=dbs[b"meta"]) == b"4"
+        assert txn.get(b"schema", db=dbs[b"meta"]) == str(SCHEMA_VERSION).encode()
         assert sorted(bytes(v) for _, v in txn.cursor(db=dbs[b"pairs"])) == sorted(
             v[:10] + b"\0" for _, v in pairs
         )
@@ -262,3 +294,62 @@ def test_a_newer_schema_is_refused(indexed: tuple[Path, Path]) -> None:
     env.close()
     with pytest.raises(IndexMismatch, match="newer than this dupwatch"):
         Index.open(index)
+
+
+def test_a_schema_4_index_gets_substring_tables_when_opened(indexed: tuple[Path, Path]) -> None:
+    """Schema 4 searched a BK-tree (the `tree` table) and kept the pairs' values unpacked:
+    opened for writing, the substring tables are built from the records' hashes, the tree is
+    deleted and the pairs are packed, each entry as it was."""
+    pics, index = indexed
+    with Index.open(index) as ix:
+        groups = [(g.keep.path, [m.record.path for m in g.members]) for g in ix.groups()]
+        hashes = sorted({r.bits for r in ix.files()})
+    pairs = age_to_schema_4(index)
+    assert len(pairs) == 6  # each photo and its small copy, both ways
+
+    with pytest.raises(StoreError, match="schema 4 and needs upgrading"):
+        Index.open(index, readonly=True)
+    with Index.open(index) as ix:
+        assert list(ix.hashes) == hashes
+        record = ix.get(pics / "coffee.jpg")
+        assert record.id in {m.record.id for m in ix.query(record.bits, radius=0)}
+        assert ix.check() == [] and ix.quick_check() == []
+        assert [(g.keep.path, [m.record.path for m in g.members]) for g in ix.groups()] == groups
+    env = lmdb.open(str(index), max_dbs=len(TABLES) + 1)
+    with env.begin() as txn:
+        assert txn.get(b"schema", db=env.open_db(b"meta", txn=txn)) == b"5"
+        table = env.open_db(b"pairs", txn=txn, create=False)
+        assert table.flags(txn)["dupfixed"]
+        assert sorted((bytes(k), bytes(v)) for k, v in txn.cursor(db=table)) == sorted(pairs)
+    with pytest.raises(lmdb.NotFoundError):
+        env.open_db(b"tree", create=False)
+    env.close()
+    assert dupwatch("check", "--index", index).returncode == 0
+
+
+def test_repair_rebuilds_the_substring_tables(indexed: tuple[Path, Path]) -> None:
+    """`check --repair` makes the substring tables again from the file records alone: lost
+    whole, or holding a hash no file has, they are found out and rebuilt without hashing."""
+    pics, index = indexed
+    with Index.open(index) as ix:
+        hashes = sorted({r.bits for r in ix.files()})
+        ix.hashes.add(0x0123456789ABCDEF)  # no file has it
+    result = dupwatch("check", "--index", index)
+    assert (
+        result.returncode == 1 and "substrings: hash 0123456789abcdef has no file" in result.stdout
+    )
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        txn.drop(dbs[b"substrings"], delete=False)  # every hash lost
+    env.close()
+    result = dupwatch("check", "--index", index)
+    assert result.returncode == 1
+    assert result.stdout.count("substrings: hash") == len(hashes)
+
+    repaired = dupwatch("check", "--repair", "--index", index)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    with Index.open(index) as ix:
+        assert list(ix.hashes) == hashes
+        assert ix.check() == [] and ix.quick_check() == []
+        assert len(ix.groups()) == 3
+        assert ix.update([pics]).hashed == 0

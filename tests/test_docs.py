@@ -50,10 +50,12 @@ def test_the_library_example_runs(tmp_path: Path, photo) -> None:
         .replace('"/data/labels"', repr(str(labels)))
         .replace('"/tmp/new.jpg"', repr(str(incoming)))
         .replace('"/tmp/tree"', repr(str(tmp_path / "tree")))
+        .replace('"/tmp/hashes"', repr(str(tmp_path / "hashes")))
     )
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["tree"].find(0x0F0F, 1) == [(0, 3855), (1, 3854)]
+    assert namespace["table"].find(0x0F0F, 1) == [(0, 3855), (1, 3854)]
     assert namespace["report"].hashed == 1
 
 

@@ -116,16 +116,16 @@ def test_moving_a_folder_moves_every_file_under_it(folder: Path, index: Index) -
     assert index.check() == []
 
 
-def test_remove_takes_the_hash_out_of_the_tree_with_the_last_file(
+def test_remove_takes_the_hash_out_of_the_search_with_the_last_file(
     folder: Path, index: Index
 ) -> None:
     shutil.copy(folder / "coffee.jpg", folder / "coffee_copy.jpg")
     index.update([folder])
     bits = index.get(folder / "coffee.jpg").bits
     assert index.remove(folder / "coffee.jpg")
-    assert bits in index.tree  # coffee_copy.jpg still has it
+    assert bits in index.hashes  # coffee_copy.jpg still has it
     assert index.remove(folder / "coffee_copy.jpg")
-    assert bits not in index.tree
+    assert bits not in index.hashes
     assert not index.remove(folder / "coffee.jpg")
     assert index.check() == []
 

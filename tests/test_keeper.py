@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from dupwatch.index.groups import Keeper, build_groups
+from dupwatch.index.grouping import build_groups
+from dupwatch.index.groups import Keeper
 from dupwatch.index.store.pairs import Kind, Pair
 from dupwatch.index.store.records import FileRecord
 

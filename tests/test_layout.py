@@ -153,7 +153,7 @@ def test_an_upward_import_is_caught() -> None:
 
 def test_a_circle_is_caught() -> None:
     sources = read_sources()
-    sources["dupwatch.index.matches"] += "\nfrom dupwatch.index import groups\n"
+    sources["dupwatch.index.groups"] += "\nfrom dupwatch.index import grouping\n"
     problems = layering_problems(sources)
     assert any(p.startswith("circle:") and "dupwatch.index.groups" in p for p in problems)
 

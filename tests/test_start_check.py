@@ -98,15 +98,15 @@ def test_cheap_check_finds_the_damage_and_repair_mends_it(
         assert ix.quick_check() == [] and ix.check() == []
 
 
-def test_cheap_check_sees_the_tree_out_of_step(indexed: tuple[Path, Path]) -> None:
+def test_cheap_check_sees_the_hash_search_out_of_step(indexed: tuple[Path, Path]) -> None:
     pics, index = indexed
     with Index.open(index) as ix:  # three distinct hashes: each photo and its small copy agree
         bits = ix.get(pics / "coffee.jpg").bits
-        ix.tree.remove(bits)
-        assert any("tree: holds 2 hashes, by_hash 3" in p for p in ix.quick_check())
-        ix.tree.add(bits)
-        ix.tree.add(0x0123456789ABCDEF)  # a hash no file has
-        assert any("tree: holds 4 hashes, by_hash 3" in p for p in ix.quick_check())
+        ix.hashes.remove(bits)
+        assert any("substrings: hold 2 hashes, by_hash 3" in p for p in ix.quick_check())
+        ix.hashes.add(bits)
+        ix.hashes.add(0x0123456789ABCDEF)  # a hash no file has
+        assert any("substrings: hold 4 hashes, by_hash 3" in p for p in ix.quick_check())
 
 
 class Service:

@@ -7,22 +7,24 @@ import struct
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from dupwatch.index.store.bktree import BKTree
+import numpy as np
+
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.pairs import Pair
 from dupwatch.index.store.records import FileRecord, decode_record, from_u64, path_key, u64
+from dupwatch.index.store.substrings import SubstringIndex
 
 if TYPE_CHECKING:
     import lmdb
 
 
-def check_index(store: Store, tree: BKTree) -> list[str]:
+def check_index(store: Store, hashes: SubstringIndex) -> list[str]:
     """Every problem found, as a sentence; an empty list means consistent."""
     dbs = store.dbs
     problems: list[str] = []
     with store.read() as txn:
         records = {r.id: r for r in store.records(txn)}
-        hashes = Counter(r.bits for r in records.values())
+        indexed = Counter(r.bits for r in records.values())
 
         def entries(table: bytes) -> list[tuple[bytes, int]]:
             return [(bytes(k), from_u64(bytes(v))) for k, v in txn.cursor(db=dbs[table])]
@@ -39,13 +41,12 @@ def check_index(store: Store, tree: BKTree) -> list[str]:
             for key, file_id in sorted(stored - wanted):
                 problems.append(f"{table.decode()}: entry {key.hex()} -> {file_id} has no file")
 
-        tree_hashes = set(tree)
-        for bits in sorted(set(hashes) - tree_hashes):
-            problems.append(f"tree: hash {bits:016x} of an indexed file is missing")
-        for bits in sorted(tree_hashes - set(hashes)):
-            problems.append(f"tree: hash {bits:016x} has no file")
-        if len(tree) != len(tree_hashes):
-            problems.append(f"tree: header counts {len(tree)}, holds {len(tree_hashes)}")
+        searched = set(hashes.hashes(txn=txn).tolist())
+        for bits in sorted(set(indexed) - searched):
+            problems.append(f"substrings: hash {bits:016x} of an indexed file is missing")
+        for bits in sorted(searched - set(indexed)):
+            problems.append(f"substrings: hash {bits:016x} has no file")
+        problems += hashes.problems(txn=txn)
 
         pairs = {
             (from_u64(bytes(k)), Pair.decode(bytes(v))) for k, v in txn.cursor(db=dbs[b"pairs"])
@@ -62,32 +63,32 @@ def check_index(store: Store, tree: BKTree) -> list[str]:
     return problems
 
 
-def rebuild_derived(store: Store, tree: BKTree, txn: lmdb.Transaction) -> None:
-    """Rebuild by_path, by_hash, by_digest and the tree from the file records, and move the
-    next file id past every id (the pairs are the Index's to find again)."""
+def rebuild_derived(store: Store, hashes: SubstringIndex, txn: lmdb.Transaction) -> None:
+    """Rebuild by_path, by_hash, by_digest and the substring tables from the file records,
+    and move the next file id past every id (the pairs are the Index's to find again)."""
     dbs = store.dbs
     for name in (b"by_path", b"by_hash", b"by_digest"):
         txn.drop(dbs[name], delete=False)
-    tree.clear(txn=txn)
     records = list(store.records(txn))
     for record in records:
         key = u64(record.id)
         txn.put(path_key(record.path), key, db=dbs[b"by_path"])
         txn.put(u64(record.bits), key, db=dbs[b"by_hash"])
         txn.put(record.digest, key, db=dbs[b"by_digest"])
-    tree.update((r.bits for r in records), txn=txn)
+    bits = np.fromiter((r.bits for r in records), dtype=np.uint64, count=len(records))
+    hashes.rebuild(bits, txn=txn)
     highest = max((r.id for r in records), default=0)
     if from_u64(store.get_meta(txn, b"next_id") or u64(1)) <= highest:
         store.put_meta(txn, b"next_id", u64(highest + 1))
 
 
-def quick_check(store: Store, tree: BKTree) -> list[str]:
+def quick_check(store: Store, hashes: SubstringIndex) -> list[str]:
     """The cheap half of check_index, for the service's start; [] when nothing is seen wrong.
 
     Compares the entry counts LMDB keeps for each table (files, by_path, by_hash, by_digest
-    must agree), the tree's count with the distinct hashes of by_hash (a walk of that table's
-    keys only, ~80 ms per million), the next file id with the last one, and the derived
-    entries of the last file record. An entry that points at the wrong file is left to
+    must agree), the substring tables' count with the distinct hashes of by_hash (a walk of
+    that table's keys only, ~80 ms per million), the next file id with the last one, and the
+    derived entries of the last file record. An entry that points at the wrong file is left to
     check_index, which reads every table.
     """
     dbs = store.dbs
@@ -110,10 +111,11 @@ def quick_check(store: Store, tree: BKTree) -> list[str]:
             problems += _missing_entries(txn, dbs, record)
             if record.id >= next_id:
                 problems.append(f"meta: next file id {next_id} is not above file id {record.id}")
-    if len(tree) != distinct:
-        problems.append(f"tree: holds {len(tree)} hashes, by_hash {distinct}")
-    if record is not None and record.bits not in tree:
-        problems.append(f"tree: hash {record.bits:016x} of file {record.id} is missing")
+    searched = len(hashes)
+    if searched != distinct:
+        problems.append(f"substrings: hold {searched} hashes, by_hash {distinct}")
+    if record is not None and record.bits not in hashes:
+        problems.append(f"substrings: hash {record.bits:016x} of file {record.id} is missing")
     return problems
 
 

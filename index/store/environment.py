@@ -22,7 +22,7 @@ from dupwatch.index.store.records import FileRecord, decode_record, from_u64, pa
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
 MAX_MAP_SIZE = 1 << 40
 
@@ -33,12 +33,18 @@ TABLES = {
     b"by_path": True,  # blake2b(path)[:16] -> file id
     b"by_hash": True,  # perceptual hash -> file id
     b"by_digest": True,  # content digest -> file id
-    b"pairs": True,  # file id -> other id + distance + kind, both directions
+    b"pairs": True,  # file id -> other id, distance, kind, transform; both directions
     b"roots": False,  # blake2b(path)[:16] -> watched folder
     b"failed": False,  # blake2b(path)[:16] -> stat, reason and path of a file that failed
-    b"tree": False,  # the BK-tree of distinct perceptual hashes
+    b"substrings": False,  # distinct perceptual hashes, searchable by radius (substrings.py)
     b"ignored": False,  # sorted digest pair (32 bytes) -> JSON note: "not a duplicate"
 }
+
+# Dup-sorted tables whose values all have one size: LMDB packs them (no header per value) and
+# reads them back many at a time (packed_pairs.py). Schema 5 made `pairs` one.
+DUPFIXED = {b"pairs"}
+# A migration may open a table that is no more (schema 4's `tree`).
+MAX_DBS = len(TABLES) + 1
 
 T = TypeVar("T")
 
@@ -120,10 +126,10 @@ class Store:
             if readonly:
                 if not os.path.exists(os.path.join(self.folder, "data.mdb")):
                     raise StoreError(f"{self.folder}: no index here yet (run `dupwatch scan DIR`)")
-                self.env = lmdb.open(self.folder, readonly=True, max_dbs=len(TABLES))
+                self.env = lmdb.open(self.folder, readonly=True, max_dbs=MAX_DBS)
             else:
                 os.makedirs(self.folder, mode=0o700, exist_ok=True)
-                self.env = lmdb.open(self.folder, map_size=map_size, max_dbs=len(TABLES))
+                self.env = lmdb.open(self.folder, map_size=map_size, max_dbs=MAX_DBS)
         except lmdb.Error as error:
             raise StoreError(f"{self.folder}: cannot open the index: {error}") from error
         except OSError as error:  # the folder cannot be made: a file in the way, no such parent
@@ -131,7 +137,9 @@ class Store:
             raise StoreError(f"{self.folder}: cannot make the index folder: {reason}") from None
         try:
             self.dbs = {
-                name: self.env.open_db(name, create=not readonly, dupsort=dupsort)
+                name: self.env.open_db(
+                    name, create=not readonly, dupsort=dupsort, dupfixed=name in DUPFIXED
+                )
                 for name, dupsort in TABLES.items()
             }
         except lmdb.Error as error:
@@ -186,7 +194,7 @@ class Store:
             log.info("%s: migrating the index from schema %d to %d", self.folder, step, step + 1)
 
             def change(txn: lmdb.Transaction, step: int = step) -> None:
-                MIGRATIONS[step](txn, self.dbs)
+                MIGRATIONS[step](self.env, txn, self.dbs)
                 self.put_meta(txn, b"schema", str(step + 1).encode())
 
             self.write(change)

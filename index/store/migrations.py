@@ -1,7 +1,9 @@
 """Schema migrations: each step turns an index of schema N into schema N + 1, in place.
 
 A step runs inside one write transaction with the schema number it produces, so an
-interrupted migration leaves the index at the version it had.
+interrupted migration leaves the index at the version it had. A step that deletes or makes
+a table opens it by name in its transaction (a handle opened in a transaction that fails is
+closed with it) and puts the handle it leaves in the tables it was given.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import struct
 from collections.abc import Callable
 
 import lmdb
+import numpy as np
+
+from dupwatch.index.store.substrings import SubstringIndex
 
 Tables = dict[bytes, "lmdb._Database"]  # name -> table, as Store.dbs
 
@@ -25,7 +30,7 @@ SCHEMA_1_PAIR_RADIUS = 8
 #   schema 4: ... format length, detail flags (1 byte), thumbnail (256), 7 turned hashes (56),
 #             format, path
 # Pairs (pairs.py) are the other file's id, the distance and the kind; schema 3 adds the
-# transform.
+# transform; schema 5 packs them (LMDB dupfixed: every value 11 bytes).
 _BITS_END = struct.calcsize("<QQQqQ")
 _DIGEST_END = _BITS_END + 16
 _FORMAT_LENGTH_END = struct.calcsize("<QQQqQQ?16s16sIIB")  # the schema 3 record's fixed part
@@ -68,9 +73,65 @@ def _3_to_4(txn: lmdb.Transaction, dbs: Tables) -> None:
     _insert_into_records(txn, dbs, _FORMAT_LENGTH_END, bytes(_DETAIL_SIZE))
 
 
-# schema N -> the step that makes schema N + 1, run in one write transaction with the tables.
-MIGRATIONS: dict[int, Callable[[lmdb.Transaction, Tables], None]] = {
-    1: _1_to_2,
-    2: _2_to_3,
-    3: _3_to_4,
+_PAIR_VALUE = 19  # schema 3 to 5: key (8 bytes) + other id, distance, kind, transform (11)
+_COPY_CHUNK = 1 << 20  # pair entries copied at once
+
+
+def _4_to_5(env: lmdb.Environment, txn: lmdb.Transaction, dbs: Tables) -> None:
+    """Schema 5 searches hashes in substring tables (substrings.py) instead of a BK-tree:
+    they are built from the records' hashes (at schema 1's offset, which no step moved) and
+    the `tree` table is deleted. Its `pairs` table packs its values (LMDB dupfixed): the
+    entries are copied into a table made so, in the same order."""
+    files = env.open_db(b"files", txn=txn)
+    bits = np.fromiter(
+        (
+            struct.unpack_from("<Q", raw, _BITS_END - 8)[0]
+            for raw in txn.cursor(db=files).iternext(keys=False, values=True)
+        ),
+        dtype=np.uint64,
+    )
+    SubstringIndex(env, db=env.open_db(b"substrings", txn=txn)).rebuild(bits, txn=txn)
+    try:
+        txn.drop(env.open_db(b"tree", txn=txn, create=False), delete=True)
+    except lmdb.NotFoundError:
+        pass  # never made (an index made by this dupwatch, aged by a test)
+    pairs = env.open_db(b"pairs", txn=txn, dupsort=True)
+    if not pairs.flags(txn)["dupfixed"]:
+        entries = _all_entries(txn, pairs)
+        txn.drop(pairs, delete=True)
+        pairs = env.open_db(b"pairs", txn=txn, dupsort=True, dupfixed=True)
+        txn.cursor(db=pairs).putmulti(
+            ((row[:8], row[8:]) for row in map(bytes, entries)), dupdata=True, append=True
+        )
+    dbs[b"pairs"] = pairs
+
+
+def _all_entries(txn: lmdb.Transaction, db: object) -> np.ndarray:
+    """Every (key + value) of a table of 11-byte values, in its order, as one array."""
+    out = np.empty(txn.stat(db)["entries"], dtype=f"V{_PAIR_VALUE}")
+    cursor = txn.cursor(db=db)
+    done = 0
+    more = cursor.first()
+    while more:
+        chunk = []
+        while more and len(chunk) < _COPY_CHUNK:
+            chunk.append(cursor.key() + cursor.value())
+            more = cursor.next()
+        out[done : done + len(chunk)] = np.frombuffer(b"".join(chunk), dtype=out.dtype)
+        done += len(chunk)
+    return out
+
+
+def _without_env(step: Callable[[lmdb.Transaction, Tables], None]) -> Step:
+    return lambda env, txn, dbs: step(txn, dbs)
+
+
+Step = Callable[[lmdb.Environment, lmdb.Transaction, Tables], None]
+# schema N -> the step that makes schema N + 1, run in one write transaction with the
+# environment and its tables.
+MIGRATIONS: dict[int, Step] = {
+    1: _without_env(_1_to_2),
+    2: _without_env(_2_to_3),
+    3: _without_env(_3_to_4),
+    4: _4_to_5,
 }

@@ -21,9 +21,14 @@ class Kind(StrEnum):
 
 
 KIND_CODES = {Kind.EXACT: 0, Kind.PIXEL: 1, Kind.NEAR: 2}
-_KINDS = {code: kind for kind, code in KIND_CODES.items()}
-_TRANSFORM_CODES = {None: 0, **{name: i for i, name in enumerate(MATCH_TRANSFORMS, 1)}}
-_TRANSFORMS = {code: name for name, code in _TRANSFORM_CODES.items()}
+KINDS = {code: kind for kind, code in KIND_CODES.items()}
+TRANSFORM_CODES = {None: 0, **{name: i for i, name in enumerate(MATCH_TRANSFORMS, 1)}}
+TRANSFORMS = {code: name for name, code in TRANSFORM_CODES.items()}
+# By transform code, the code of its inverse (0, none, for none): Pair.seen_from on codes.
+INVERSE_CODES = tuple(
+    TRANSFORM_CODES[None if name is None else INVERSE[name]]
+    for _, name in sorted(TRANSFORMS.items())
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +44,12 @@ class Pair:
     def code(self) -> bytes:
         """The stored value: the other file's id, the distance, the kind, the transform."""
         return u64(self.other) + bytes(
-            [self.distance, KIND_CODES[self.kind], _TRANSFORM_CODES[self.transform]]
+            [self.distance, KIND_CODES[self.kind], TRANSFORM_CODES[self.transform]]
         )
 
     @staticmethod
     def decode(raw: bytes) -> Pair:
-        return Pair(from_u64(raw[:8]), raw[8], _KINDS[raw[9]], _TRANSFORMS[raw[10]])
+        return Pair(from_u64(raw[:8]), raw[8], KINDS[raw[9]], TRANSFORMS[raw[10]])
 
     def seen_from(self, other: int) -> Pair:
         """The same pair as stored under its other file (whose id this one is `other`)."""

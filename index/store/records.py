@@ -112,8 +112,14 @@ def encode_record(record: FileRecord) -> bytes:
     return head + fmt + record.path
 
 
+def detail_known(record: FileRecord) -> bool:
+    """Whether the record's detail (thumbnail, turned hashes) is stored and read back: records
+    of schema 3 and before, and fingerprints made without it, have none."""
+    return bool(record.thumbnail and record.orientations)
+
+
 def _flags(record: FileRecord) -> int:
-    known = _DETAIL_KNOWN if record.thumbnail and record.orientations else 0
+    known = _DETAIL_KNOWN if detail_known(record) else 0
     low = _LOW_INFORMATION if record.low_information else 0
     return known | low | (_FRAMED if record.framed else 0)
 

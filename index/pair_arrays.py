@@ -1,0 +1,146 @@
+"""Pairs judged on arrays, many at once, as Matcher.find and PairTable.store_all judge them one
+at a time: the columns of many file records (Catalog), what a candidate pair of them is
+(judge: the match distance, exact or near, whether pixels must tell) and whether a near pair
+passes the second look (looks_alike). For put_bulk and the self-join recompute: no Python
+object per pair, only for the few pairs that need pixels or thumbnails compared.
+
+The distance is fingerprint.match_distance: a pair of rows whose hashes are `full` bits
+apart is `max(full, (full + centres' distance + 1) // 2)` apart when both centres are known.
+It is `exact` when the digests agree, and may be `pixel` only when the hashes agree and the
+sizes too (the caller asks Matcher.kind or pair_kind for those few, which decode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+
+import lmdb
+import numpy as np
+
+from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
+from dupwatch.index.store.environment import Store
+from dupwatch.index.store.pairs import KIND_CODES, Kind
+from dupwatch.index.store.records import FileRecord, detail_known
+
+EXACT = KIND_CODES[Kind.EXACT]
+NEAR = KIND_CODES[Kind.NEAR]
+ROW_BYTES = 51  # what one row of a Catalog holds, for the memory figures
+THUMBNAIL_BYTES = DETAIL_SIDE**2
+
+
+@dataclass
+class Catalog:
+    """Per file: id, hash, centre hash (and whether known), digest, width and height, low
+    information, and whether its stored record reads a thumbnail back (records.detail_known:
+    a thumbnail stored without turned hashes is not)."""
+
+    ids: np.ndarray
+    bits: np.ndarray
+    centre: np.ndarray
+    has_centre: np.ndarray
+    digest: np.ndarray  # (n, 2) uint64: the 16-byte content digest
+    width: np.ndarray
+    height: np.ndarray
+    low: np.ndarray
+    thumbnail: np.ndarray
+
+    @classmethod
+    def of(cls, records: Iterable[FileRecord]) -> Catalog:
+        columns: tuple[list, ...] = ([], [], [], [], [], [], [], [], [])
+        ids, bits, centre, known, digests, width, height, low, thumbnail = columns
+        for r in records:
+            ids.append(r.id)
+            bits.append(r.bits)
+            centre.append(r.centre or 0)
+            known.append(r.centre is not None)
+            digests.append(r.digest)
+            width.append(r.width)
+            height.append(r.height)
+            low.append(r.low_information)
+            thumbnail.append(detail_known(r))
+        return cls(
+            np.array(ids, dtype=np.int64),
+            np.array(bits, dtype=np.uint64),
+            np.array(centre, dtype=np.uint64),
+            np.array(known, dtype=bool),
+            np.frombuffer(b"".join(digests), dtype=">u8").astype(np.uint64).reshape(-1, 2),
+            np.array(width, dtype=np.uint32),
+            np.array(height, dtype=np.uint32),
+            np.array(low, dtype=bool),
+            np.array(thumbnail, dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, other: Catalog) -> Catalog:
+        names = [f.name for f in fields(self)]
+        return Catalog(*(np.concatenate([getattr(self, n), getattr(other, n)]) for n in names))
+
+
+class ByHash:
+    """Rows of a catalog by hash: every row holding a given hash, found with one sort."""
+
+    def __init__(self, bits: np.ndarray) -> None:
+        self.order = np.argsort(bits, kind="stable")
+        self.sorted = bits[self.order]
+
+    def rows(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, row) for every row whose hash equals a query."""
+        first = np.searchsorted(self.sorted, queries, "left")
+        last = np.searchsorted(self.sorted, queries, "right")
+        counts = last - first
+        owner = np.repeat(np.arange(len(queries)), counts)
+        ends = np.cumsum(counts)
+        at = np.repeat(first - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+        return owner, self.order[at]
+
+
+def judge(
+    catalog: Catalog, a: np.ndarray, b: np.ndarray, full: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For row pairs (a, b) whose hashes are `full` apart: (match distance, kind code,
+    whether the kind needs the pixels compared to tell pixel from near)."""
+    full = full.astype(np.int64)
+    centres = np.bitwise_count(catalog.centre[a] ^ catalog.centre[b]).astype(np.int64)
+    both = catalog.has_centre[a] & catalog.has_centre[b]
+    distance = np.where(both, np.maximum(full, (full + centres + 1) // 2), full)
+    exact = (catalog.digest[a] == catalog.digest[b]).all(axis=1)
+    same_size = (catalog.width[a] == catalog.width[b]) & (catalog.height[a] == catalog.height[b])
+    kinds = np.where(exact, EXACT, NEAR).astype(np.uint8)
+    return distance, kinds, ~exact & (full == 0) & same_size
+
+
+def looks_alike(
+    low_a: np.ndarray,
+    thumbnail_a: np.ndarray,
+    low_b: np.ndarray,
+    thumbnail_b: np.ndarray,
+    thumbnails: Callable[[int], tuple[bytes, bytes]],
+) -> np.ndarray:
+    """detail.near_allowed for many near pairs, by their sides' low information and whether
+    their thumbnails are known: never with a low-information side; near_allowed itself on
+    the thumbnails (`thumbnails(i)`: those of pair i) where both are known; where one is
+    not, its thumbnail cannot say no (detail.confirms). tests/test_bulk.py holds this to
+    near_allowed."""
+    allowed = ~(low_a | low_b)
+    for i in np.flatnonzero(allowed & thumbnail_a & thumbnail_b).tolist():
+        mine, theirs = thumbnails(i)
+        allowed[i] = near_allowed(False, mine, False, theirs)
+    return allowed
+
+
+class Thumbnails:
+    """Stored records' thumbnails by file id, each read once (for a batch of pairs)."""
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        self.store = store
+        self.txn = txn
+        self._known: dict[int, bytes] = {}
+
+    def of(self, file_id: int) -> bytes:
+        if file_id not in self._known:
+            record = self.store.record(self.txn, file_id)
+            self._known[file_id] = b"" if record is None else record.thumbnail
+        return self._known[file_id]
