@@ -210,9 +210,11 @@ def test_the_child_hasher_blames_the_file_that_kills_it(tmp_path) -> None:
     """One file at a time in the child: a crash is that file's, reported at its second."""
     good = tmp_path / "good.png"
     photo("coffee.png").save(good)
-    bomb = tmp_path / "bomb.png"  # 16-bit 6000x6000: needs ~0.9 GB, over a 300 MB cap
-    Image.fromarray(np.zeros((6000, 6000), dtype=np.uint16)).save(bomb)
-    hasher = ChildHasher(timeout_s=30, memory_bytes=300 << 20)
+    # 16-bit 9000x9000: needs ~2 GB, over a 700 MB cap (the child's own libraries, with
+    # pillow-heif's, take ~300 MB of address space before any file).
+    bomb = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((9000, 9000), dtype=np.uint16)).save(bomb)
+    hasher = ChildHasher(timeout_s=30, memory_bytes=700 << 20)
     try:
         outcomes = hasher.run(HASH, [os.fsencode(bomb), os.fsencode(good)])
     finally:
