@@ -206,12 +206,13 @@ def test_a_plain_install_has_every_module(tmp_path: Path) -> None:
 
 
 def test_the_command_line_starts_light() -> None:
-    """`dupwatch --help`, `status`, `alerts`, `watch` and `notify` load no numpy, Pillow, LMDB,
-    tqdm or SDK: the modules that parse and talk to the service import none at the top."""
+    """`dupwatch --help`, `status`, `alerts`, `watch`, `notify` and a `query` the service
+    answers load no numpy, Pillow, LMDB, tqdm or SDK: the modules that parse and talk to the
+    service import none at the top."""
     heavy = ("lmdb", "numpy", "PIL", "scipy", "tqdm", "label_studio_sdk", "jeepney")
     script = (
         "import sys\n"
-        "import dupwatch.daemon.cli.main, dupwatch.daemon.cli.remote\n"
+        "import dupwatch.daemon.cli.main, dupwatch.daemon.cli.remote, dupwatch.daemon.cli.query\n"
         f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dupwatch.daemon.cli.remote import query_via_service
 from dupwatch.daemon.cli.settings import (
     EXIT_ERROR,
     EXIT_FOUND,
@@ -26,7 +25,7 @@ from dupwatch.daemon.cli.settings import (
     settings,
 )
 from dupwatch.daemon.progress import Progress
-from dupwatch.daemon.render import dumps, printable, show_query
+from dupwatch.daemon.render import dumps, printable
 from dupwatch.daemon.review.across import PairCount, pair_counts, select_groups
 from dupwatch.daemon.review.destination import check_report_path, default_report_path
 from dupwatch.daemon.review.exports import (
@@ -44,10 +43,9 @@ from dupwatch.index.cleanup.quarantine import plan_dedupe
 from dupwatch.index.cleanup.quarantine import undo as undo_moves
 from dupwatch.index.cleanup.sidecars import DEFAULT_SIDECARS, find_sidecars
 from dupwatch.index.compare import compare as compare_images
-from dupwatch.index.errors import DupwatchError, FingerprintError, NotAnImage, StoreError
-from dupwatch.index.folders import absolute, is_under, walk
+from dupwatch.index.errors import DupwatchError, NotAnImage, StoreError
+from dupwatch.index.folders import absolute, is_under
 from dupwatch.index.groups import Group, Labelled
-from dupwatch.index.hashing.limits import bounded
 from dupwatch.index.ignore import group_paths, unignore
 from dupwatch.index.ignore import ignore as ignore_pairs
 from dupwatch.index.ignore import listed as ignored_pairs
@@ -168,51 +166,6 @@ def low_information_under(index: Index, folders: list[bytes]) -> list[dict]:
         {"path": r.fspath, "width": r.width, "height": r.height}
         for r in sorted(low, key=lambda r: r.path)
     ]
-
-
-def query_images(given: list[str], ignore: tuple[str, ...]) -> list[str | bytes]:
-    """The images to query: each file given, and every image under each folder given (in
-    name order). Raises DupwatchError for a folder without a single image."""
-    images: list[str | bytes] = []
-    for name in given:
-        if not os.path.isdir(name):
-            images.append(name)
-            continue
-        found = sorted(path for path, _st in walk(absolute(name), ignore=ignore))
-        if not found:
-            raise DupwatchError(f"{printable(absolute(name))}: no images in this folder")
-        images += found
-    return images
-
-
-def query(args: argparse.Namespace) -> int:
-    config = settings(args)
-    images = query_images(args.images, config.ignore)
-    served = query_via_service(
-        config.socket_path,
-        images,
-        radius=args.radius,
-        as_json=args.json,
-        index_path=index_path(args),
-    )
-    if served is not None:
-        return served
-    found = False
-    failed = False
-    with existing_index(args) as index:
-        for image in images:
-            try:
-                with bounded(image, config.hash_timeout_s):  # as in the hashing processes
-                    matches = index.query(image, args.radius)
-            except FingerprintError as error:
-                print(f"dupwatch: {printable(error.path)}: {error.reason}", file=sys.stderr)
-                failed = True
-                continue
-            shown = [m.to_json() for m in matches]
-            found = show_query(image, shown, as_json=args.json) or found
-    if failed:
-        return EXIT_ERROR
-    return EXIT_FOUND if found else EXIT_NONE
 
 
 def compare(args: argparse.Namespace) -> int:

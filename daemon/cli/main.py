@@ -31,7 +31,7 @@ log = logging.getLogger("dupwatch")
 # command -> "module:function" (in dupwatch.daemon) that runs it with the parsed arguments.
 HANDLERS = {
     "scan": "cli.commands:scan",
-    "query": "cli.commands:query",
+    "query": "cli.query:query",
     "groups": "cli.commands:groups",
     "report": "cli.commands:report",
     "dedupe": "cli.commands:dedupe",
