@@ -6,7 +6,7 @@ import inspect
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,39 +14,30 @@ import lmdb
 import numpy as np
 import pybktree
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hash_sets import (
+    HASH_MAX,
+    MACHINE_SETTINGS,
+    SETTINGS,
+    HashSetAgainstASet,
+    brute_force,
+    flip,
+    hash_lists,
+    hashes64,
+    queries_near,
+    radii,
+)
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize
 
 from dupwatch.index.store.bktree import BKTree, hamming
 
-HASH_MAX = 2**64 - 1
 # Small leaves make a few hundred hashes build a tree of several levels, so splits get exercised.
 SMALL_LEAF = 4
-
-hashes64 = st.integers(min_value=0, max_value=HASH_MAX)
-radii = st.integers(min_value=0, max_value=16)
-
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 
 
 def popcount_distance(a: int, b: int) -> int:
     return (a ^ b).bit_count()
-
-
-def brute_force(items: Iterable[int], bits: int, radius: int) -> list[tuple[int, int]]:
-    found = ((popcount_distance(bits, item), item) for item in set(items))
-    return sorted(pair for pair in found if pair[0] <= radius)
-
-
-def flip(bits: int, positions: Iterable[int]) -> int:
-    for position in positions:
-        bits ^= 1 << position
-    return bits
 
 
 def leaf_kwargs(leaf_size: int | None) -> dict[str, int]:
@@ -72,36 +63,6 @@ def fresh_tree(leaf_size: int | None = SMALL_LEAF) -> Iterator[BKTree]:
     finally:
         tree.close()
         shutil.rmtree(folder)
-
-
-@st.composite
-def clustered_hashes(draw: st.DrawFn, max_centres: int = 6, max_members: int = 40) -> list[int]:
-    """A few centres, each with near copies a few bits away: the shape real photo hashes have."""
-    centres = draw(st.lists(hashes64, min_size=1, max_size=max_centres))
-    seed = draw(st.integers(min_value=0, max_value=2**32))
-    rng = random.Random(seed)
-    out = list(centres)
-    for centre in centres:
-        for _ in range(rng.randint(0, max_members)):
-            out.append(flip(centre, rng.sample(range(64), rng.randint(1, 8))))
-    return out
-
-
-hash_lists = st.one_of(
-    st.lists(hashes64, max_size=200),
-    clustered_hashes(),
-    # The corners: zero, all ones, the sign bit, as int64 round trips would break them.
-    st.lists(st.sampled_from([0, 1, 2**63, 2**63 - 1, HASH_MAX, HASH_MAX - 1]), max_size=6),
-)
-
-
-@st.composite
-def queries_near(draw: st.DrawFn, items: list[int]) -> int:
-    """Mostly a stored hash with a few bits flipped, so the answers are not empty."""
-    if not items or draw(st.integers(0, 4)) == 0:
-        return draw(hashes64)
-    base = draw(st.sampled_from(items))
-    return flip(base, draw(st.lists(st.integers(0, 63), max_size=8)))
 
 
 # --- hamming ------------------------------------------------------------------------------------
@@ -398,72 +359,17 @@ def test_read_only_environment_serves_reads(tmp_path: Path) -> None:
 # --- interleaved inserts and removes ------------------------------------------------------------
 
 
-class TreeAgainstASet(RuleBasedStateMachine):
-    """Random adds, removes, batch updates, finds and reopens; the tree must act as the set does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = tempfile.mkdtemp(prefix="bktree-sm-", dir="/tmp")
-        self.model: set[int] = set()
-        self.tree: BKTree | None = None
+class TreeAgainstASet(HashSetAgainstASet):
+    """The BK-tree against a set, with leaves small enough to split often."""
 
     @initialize(leaf_size=st.sampled_from([2, 3, SMALL_LEAF, 16]))
     def open(self, leaf_size: int) -> None:
         self.leaf_size = leaf_size
-        self.tree = open_tree(self.folder, leaf_size)
+        self.hashes = open_tree(self.folder, leaf_size)
 
-    def teardown(self) -> None:
-        if self.tree is not None:
-            self.tree.close()
-        shutil.rmtree(self.folder)
-
-    def nearby(self, data: st.DataObject) -> int:
-        return data.draw(queries_near(sorted(self.model)))
-
-    @rule(data=st.data())
-    def add(self, data: st.DataObject) -> None:
-        bits = self.nearby(data)
-        assert self.tree.add(bits) is (bits not in self.model)
-        self.model.add(bits)
-
-    @rule(data=st.data(), size=st.integers(0, 60))
-    def update(self, data: st.DataObject, size: int) -> None:
-        batch = [self.nearby(data) for _ in range(size)]
-        assert self.tree.update(batch) == len(set(batch) - self.model)
-        self.model.update(batch)
-
-    @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def remove_present(self, data: st.DataObject) -> None:
-        bits = data.draw(st.sampled_from(sorted(self.model)))
-        assert self.tree.remove(bits) is True
-        self.model.discard(bits)
-
-    @rule(data=st.data())
-    def remove_any(self, data: st.DataObject) -> None:
-        bits = self.nearby(data)
-        assert self.tree.remove(bits) is (bits in self.model)
-        self.model.discard(bits)
-
-    @rule(data=st.data(), radius=radii)
-    def find(self, data: st.DataObject, radius: int) -> None:
-        bits = self.nearby(data)
-        assert self.tree.find(bits, radius) == brute_force(self.model, bits, radius)
-
-    @rule()
-    def reopen(self) -> None:
-        self.tree.close()
-        self.tree = open_tree(self.folder, self.leaf_size)
-
-    @invariant()
-    def same_members(self) -> None:
-        if self.tree is None:
-            return
-        assert len(self.tree) == len(self.model)
-        assert sorted(self.tree) == sorted(self.model)
-        for bits in list(self.model)[:5]:
-            assert bits in self.tree
+    def reopened(self) -> BKTree:
+        return open_tree(self.folder, self.leaf_size)
 
 
-TreeAgainstASet.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+TreeAgainstASet.TestCase.settings = MACHINE_SETTINGS
 test_tree_against_a_set = TreeAgainstASet.TestCase

@@ -6,21 +6,32 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hash_sets import (
+    HASH_MAX,
+    MACHINE_SETTINGS,
+    SETTINGS,
+    HashSetAgainstASet,
+    brute_force,
+    flip,
+    hash_lists,
+    hashes64,
+    queries_near,
+    radii,
+)
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant
 
 from dupwatch.index.store.multi_index import Layout, ball, thresholds
 from dupwatch.index.store.substrings import SubstringIndex
 
-HASH_MAX = 2**64 - 1
 # Layouts a small set can afford: the default one, and more, narrower substrings (the wide
 # 3 x 21-22 bit layout is tested once, below: its offsets alone take 64 MB).
 LAYOUTS = {
@@ -28,26 +39,6 @@ LAYOUTS = {
     "8x8": Layout((8,) * 8),
     "5x13": Layout((13, 13, 13, 13, 12)),
 }
-
-hashes64 = st.integers(min_value=0, max_value=HASH_MAX)
-radii = st.integers(min_value=0, max_value=16)
-
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-
-
-def brute_force(items: Iterable[int], bits: int, radius: int) -> list[tuple[int, int]]:
-    found = (((bits ^ item).bit_count(), item) for item in set(items))
-    return sorted(pair for pair in found if pair[0] <= radius)
-
-
-def flip(bits: int, positions: Iterable[int]) -> int:
-    for position in positions:
-        bits ^= 1 << position
-    return bits
 
 
 @contextmanager
@@ -60,33 +51,6 @@ def fresh_index(**knobs: object) -> Iterator[SubstringIndex]:
     finally:
         index.close()
         shutil.rmtree(folder)
-
-
-@st.composite
-def clustered_hashes(draw: st.DrawFn, max_centres: int = 6, max_members: int = 40) -> list[int]:
-    """A few centres, each with near copies a few bits away: the shape real photo hashes have."""
-    centres = draw(st.lists(hashes64, min_size=1, max_size=max_centres))
-    rng = random.Random(draw(st.integers(min_value=0, max_value=2**32)))
-    out = list(centres)
-    for centre in centres:
-        for _ in range(rng.randint(0, max_members)):
-            out.append(flip(centre, rng.sample(range(64), rng.randint(1, 8))))
-    return out
-
-
-hash_lists = st.one_of(
-    st.lists(hashes64, max_size=200),
-    clustered_hashes(),
-    st.lists(st.sampled_from([0, 1, 2**63, 2**63 - 1, HASH_MAX, HASH_MAX - 1]), max_size=6),
-)
-
-
-@st.composite
-def queries_near(draw: st.DrawFn, items: list[int]) -> int:
-    """Mostly a stored hash with a few bits flipped, so the answers are not empty."""
-    if not items or draw(st.integers(0, 4)) == 0:
-        return draw(hashes64)
-    return flip(draw(st.sampled_from(items)), draw(st.lists(st.integers(0, 63), max_size=10)))
 
 
 # --- the pigeonhole -----------------------------------------------------------------------------
@@ -259,74 +223,26 @@ def test_problems_name_a_damaged_table(tmp_path: Path) -> None:
 # --- interleaved adds and removes ---------------------------------------------------------------
 
 
-class IndexAgainstASet(RuleBasedStateMachine):
-    """Random adds, removes, updates, finds and reopens, through base rebuilds; the index must
-    act as the set does."""
+class IndexAgainstASet(HashSetAgainstASet):
+    """The substring tables against a set, through base rebuilds; every step leaves them
+    consistent."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = tempfile.mkdtemp(prefix="substrings-sm-", dir="/tmp")
-        self.model: set[int] = set()
-        self.index: SubstringIndex | None = None
+    max_flips = 10
 
     @initialize(min_delta=st.sampled_from([1, 3, 20]), layout=st.sampled_from(list(LAYOUTS)))
     def open(self, min_delta: int, layout: str) -> None:
         self.knobs = {"min_delta": min_delta, "layout": LAYOUTS[layout], "map_size": 1 << 30}
-        self.index = SubstringIndex.open(self.folder, **self.knobs)
+        self.hashes = SubstringIndex.open(self.folder, **self.knobs)
 
-    def teardown(self) -> None:
-        if self.index is not None:
-            self.index.close()
-        shutil.rmtree(self.folder)
-
-    def nearby(self, data: st.DataObject) -> int:
-        return data.draw(queries_near(sorted(self.model)))
-
-    @rule(data=st.data())
-    def add(self, data: st.DataObject) -> None:
-        bits = self.nearby(data)
-        assert self.index.add(bits) is (bits not in self.model)
-        self.model.add(bits)
-
-    @rule(data=st.data(), size=st.integers(0, 40))
-    def update(self, data: st.DataObject, size: int) -> None:
-        batch = [self.nearby(data) for _ in range(size)]
-        assert self.index.update(batch) == len(set(batch) - self.model)
-        self.model.update(batch)
-
-    @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def remove_present(self, data: st.DataObject) -> None:
-        bits = data.draw(st.sampled_from(sorted(self.model)))
-        assert self.index.remove(bits) is True
-        self.model.discard(bits)
-
-    @rule(data=st.data())
-    def remove_any(self, data: st.DataObject) -> None:
-        bits = self.nearby(data)
-        assert self.index.remove(bits) is (bits in self.model)
-        self.model.discard(bits)
-
-    @rule(data=st.data(), radius=radii)
-    def find(self, data: st.DataObject, radius: int) -> None:
-        bits = self.nearby(data)
-        assert self.index.find(bits, radius) == brute_force(self.model, bits, radius)
-
-    @rule()
-    def reopen(self) -> None:
-        self.index.close()
-        self.index = SubstringIndex.open(self.folder, **self.knobs)
+    def reopened(self) -> SubstringIndex:
+        return SubstringIndex.open(self.folder, **self.knobs)
 
     @invariant()
-    def same_members(self) -> None:
-        if self.index is None:
-            return
-        assert len(self.index) == len(self.model)
-        assert list(self.index) == sorted(self.model)
-        assert self.index.problems() == []
+    def consistent(self) -> None:
+        if self.hashes is not None:
+            assert list(self.hashes) == sorted(self.model)  # in order
+            assert self.hashes.problems() == []
 
 
-IndexAgainstASet.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=30, deadline=None
-)
+IndexAgainstASet.TestCase.settings = MACHINE_SETTINGS
 test_index_against_a_set = IndexAgainstASet.TestCase

@@ -10,6 +10,8 @@
 - `pairs.py`: the stored duplicate pairs and their kinds; `packed_pairs.py`: read and
   written as arrays; `ignored.py`: pairs marked "not a duplicate"; `crops.py`: the
   crop-region hashes of `--transforms crop` (an LMDB of its own).
+- `hash_set.py`: what the BK-tree and the substring tables share (their own environment or a
+  table of a shared one).
 - `bookkeeping.py`: the watched folders and the files that failed.
 - `check.py`: do the derived tables agree with the file records (`dupwatch check`)? Their
   rebuild (`--repair`); `location.py`: where an index lives by default.

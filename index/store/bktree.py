@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import lmdb
 import numpy as np
 
+from dupwatch.index.store.hash_set import StoredHashSet
+
 __all__ = ["BKTree", "hamming"]
 
 HASH_BITS = 64
@@ -212,10 +214,11 @@ class _Edit:
         self.tree._write_header(self.txn, self.root, self.next_id, self.count)
 
 
-class BKTree:
+class BKTree(StoredHashSet):
     """A set of 64-bit hashes searchable by Hamming radius, stored in LMDB.
 
-    `BKTree.open(folder)` gives a tree in an LMDB environment of its own;
+    `BKTree.open(folder, leaf_size=..., fanout=...)` gives a tree in an LMDB environment of
+    its own;
     `BKTree(env, name=b"tree")` keeps it in a named table of an existing
     environment, and every method then takes `txn=` so that tree changes can
     share a transaction with other tables.
@@ -254,37 +257,17 @@ class BKTree:
         cls,
         folder: str | os.PathLike,
         *,
-        map_size: int = 1 << 34,
+        map_size: int | None = None,
         leaf_size: int = DEFAULT_LEAF_SIZE,
         fanout: int = DEFAULT_FANOUT,
     ) -> BKTree:
         """Open (or create) a tree in an LMDB environment of its own in `folder`."""
-        os.makedirs(folder, exist_ok=True)
-        env = lmdb.open(os.fspath(folder), map_size=map_size, max_dbs=2)
-        return cls(env, leaf_size=leaf_size, fanout=fanout, owns_env=True)
-
-    def close(self) -> None:
-        if self._owns_env:
-            self.env.close()
-
-    def __enter__(self) -> BKTree:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return super().open(folder, map_size=map_size, leaf_size=leaf_size, fanout=fanout)
 
     def __repr__(self) -> str:
         return f"<BKTree of {len(self)} hashes, buckets of {self.leaf_size}>"
 
     # Transactions
-
-    @contextmanager
-    def _reading(self, txn: lmdb.Transaction | None) -> Iterator[lmdb.Transaction]:
-        if txn is not None:
-            yield txn
-        else:
-            with self.env.begin(buffers=True) as own:
-                yield own
 
     @contextmanager
     def _editing(self, txn: lmdb.Transaction | None) -> Iterator[_Edit]:

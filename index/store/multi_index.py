@@ -208,26 +208,30 @@ def join(
                 bucket = (keys ^ small(mu)) + small(start)
                 first = offs[bucket]
                 counts = offs[bucket + 1] - first
-                for at, partner, distance in _meet(sorted_queries, first, counts, base, radius,
-                                                   earlier, chunk):  # fmt: skip
+                meetings = meet_runs(sorted_queries, first, counts, base, radius, earlier, chunk)
+                for at, partner, distance in meetings:
                     yield order[at], distance, base[partner]
         earlier.append((np.uint64(((1 << width) - 1) << shift), threshold))
 
 
-def _meet(
-    sorted_queries: np.ndarray,
+def meet_runs(
+    queries: np.ndarray,
     first: np.ndarray,
     counts: np.ndarray,
     base: np.ndarray,
     radius: int,
     earlier: list[tuple[np.uint64, int]],
     chunk: int,
+    *,
+    positions: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(query position, base position, distance) of each query against its run of the base,
-    `chunk` candidates at a time, without the pairs an earlier substring found."""
+    """(query number, base position, distance) of each query i against its run of the base,
+    base[first[i]:first[i] + counts[i]], `chunk` candidates at a time, without the pairs an
+    earlier substring found. Query i is queries[i], or queries[positions[i]] (the self-join
+    meets a subset of the base without copying it)."""
     ends = np.cumsum(counts)
     lo = 0
-    while lo < len(sorted_queries):
+    while lo < len(counts):
         done = ends[lo - 1] if lo else 0
         hi = max(lo + 1, int(np.searchsorted(ends, done + chunk, "right")))
         count = counts[lo:hi]
@@ -235,13 +239,14 @@ def _meet(
         total = int(local_ends[-1])
         if total:
             partner = np.repeat(first[lo:hi] - local_ends + count, count) + np.arange(total)
-            xor = np.repeat(sorted_queries[lo:hi], count) ^ base[partner]
+            bits = queries[lo:hi] if positions is None else queries[positions[lo:hi]]
+            xor = np.repeat(bits, count) ^ base[partner]
             distance = np.bitwise_count(xor)
             hit = np.flatnonzero(distance <= radius)
             if len(hit):
                 keep = np.ones(len(hit), dtype=bool)
                 for mask, threshold in earlier:
-                    if threshold >= 0:
+                    if threshold >= 0:  # found through that substring already: not again
                         keep &= np.bitwise_count(xor[hit] & mask) > threshold
                 hit = hit[keep]
                 at = lo + np.searchsorted(local_ends, hit, "right")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dupwatch.index.store.multi_index import Layout, ball, thresholds
+from dupwatch.index.store.multi_index import Layout, ball, meet_runs, thresholds
 
 CHUNK = 1 << 17  # candidates compared at once: small enough to stay in the CPU's caches
 
@@ -79,27 +79,8 @@ def _runs_meet(
         positions = np.flatnonzero((keys & high) == 0)
         other = keys[positions] ^ mu
         first, last = starts[other], starts[other + 1]
-    counts = last - first
-    ends = np.cumsum(counts)
-    lo = 0
-    while lo < len(positions):
-        done = ends[lo - 1] if lo else 0
-        hi = max(lo + 1, int(np.searchsorted(ends, done + chunk, "right")))
-        count = counts[lo:hi]
-        local_ends = ends[lo:hi] - done
-        total = int(local_ends[-1])
-        if total:
-            partner = np.repeat(first[lo:hi] - local_ends + count, count) + np.arange(total)
-            xor = np.repeat(sorted_bits[positions[lo:hi]], count) ^ sorted_bits[partner]
-            distance = np.bitwise_count(xor)
-            hit = np.flatnonzero(distance <= radius)
-            if len(hit):
-                xor = xor[hit]
-                keep = np.ones(len(hit), dtype=bool)
-                for mask, threshold in earlier:
-                    if threshold >= 0:  # found there already: not again here
-                        keep &= np.bitwise_count(xor & mask) > threshold
-                hit = hit[keep]
-                owner = positions[lo:hi][np.searchsorted(local_ends, hit, "right")]
-                yield owner, partner[hit], distance[hit]
-        lo = hi
+    meetings = meet_runs(
+        sorted_bits, first, last - first, sorted_bits, radius, earlier, chunk, positions=positions
+    )
+    for at, partner, distance in meetings:
+        yield positions[at], partner, distance

@@ -23,7 +23,6 @@ Index's job.
 from __future__ import annotations
 
 import operator
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 import lmdb
 import numpy as np
 
+from dupwatch.index.store.hash_set import StoredHashSet
 from dupwatch.index.store.multi_index import (
     HASH_BITS,
     Layout,
@@ -166,7 +166,7 @@ def _chunk_of(bits: np.ndarray) -> np.ndarray:
     return (bits >> np.uint64(HASH_BITS - 4)).astype(np.int64)
 
 
-class SubstringIndex:
+class SubstringIndex(StoredHashSet):
     """A set of 64-bit hashes searchable by Hamming radius, stored in one LMDB table.
 
     The BK-tree's interface (find, add, update, remove, clear, len, in, iter), plus
@@ -175,6 +175,8 @@ class SubstringIndex:
     `SubstringIndex(env, db=...)` in a table of an existing one, and every method then
     takes `txn=` so that changes share a transaction with other tables.
     """
+
+    DEFAULT_MAP_SIZE = 1 << 36
 
     def __init__(
         self,
@@ -194,35 +196,8 @@ class SubstringIndex:
         self._owns_env = owns_env
         self._db = db if db is not None else env.open_db(name)
 
-    @classmethod
-    def open(
-        cls, folder: str | os.PathLike, *, map_size: int = 1 << 36, **knobs: object
-    ) -> SubstringIndex:
-        """Open (or create) an index in an LMDB environment of its own in `folder`."""
-        os.makedirs(folder, exist_ok=True)
-        env = lmdb.open(os.fspath(folder), map_size=map_size, max_dbs=2)
-        return cls(env, owns_env=True, **knobs)
-
-    def close(self) -> None:
-        if self._owns_env:
-            self.env.close()
-
-    def __enter__(self) -> SubstringIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<SubstringIndex of {len(self)} hashes>"
-
-    @contextmanager
-    def _reading(self, txn: lmdb.Transaction | None) -> Iterator[lmdb.Transaction]:
-        if txn is not None:
-            yield txn
-        else:
-            with self.env.begin(buffers=True) as own:
-                yield own
 
     @contextmanager
     def _writing(self, txn: lmdb.Transaction | None) -> Iterator[lmdb.Transaction]:
