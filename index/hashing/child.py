@@ -26,6 +26,7 @@ from dupwatch.index.hashing.limits import (
     HARD_GRACE_S,
     HASH_TIMEOUT_S,
     WORKER_MEMORY_BYTES,
+    OutOfMemory,
     timed_out,
 )
 
@@ -66,7 +67,13 @@ class ChildHasher:
             _send(child, (op, todo, self.timeout_s))
             for at, path in enumerate(todo):
                 try:
-                    done.append(self._reply(child))
+                    reply = self._reply(child)
+                    done.append(reply)
+                    if op == HASH and isinstance(reply[1], OutOfMemory):
+                        # What the failed decode left mapped stays under the cap: start afresh.
+                        self.close()
+                        todo = todo[at + 1 :]
+                        break
                 except _Late:
                     self.close()
                     done.append(_failed(op, path, timed_out(path, self.timeout_s)))
