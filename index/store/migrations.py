@@ -100,9 +100,9 @@ def _4_to_5(env: lmdb.Environment, txn: lmdb.Transaction, dbs: Tables) -> None:
         entries = _all_entries(txn, pairs)
         txn.drop(pairs, delete=True)
         pairs = env.open_db(b"pairs", txn=txn, dupsort=True, dupfixed=True)
-        txn.cursor(db=pairs).putmulti(
-            ((row[:8], row[8:]) for row in map(bytes, entries)), dupdata=True, append=True
-        )
+        # Not append=True: py-lmdb before 3.0 appends with MDB_APPEND, which drops every
+        # entry after a key's first in a dupsort table.
+        txn.cursor(db=pairs).putmulti((row[:8], row[8:]) for row in map(bytes, entries))
     dbs[b"pairs"] = pairs
 
 

@@ -156,15 +156,15 @@ def _values(others: np.ndarray, distances: np.ndarray, kinds: np.ndarray) -> byt
     return values.tobytes()
 
 
-def _put_sorted(
-    txn: lmdb.Transaction, db: object, keys: np.ndarray, values: bytes, *, append: bool
-) -> None:
+def _put_sorted(txn: lmdb.Transaction, db: object, keys: np.ndarray, values: bytes) -> None:
+    # Not append=True (~25% faster): py-lmdb before 3.0 appends with MDB_APPEND, which drops
+    # every entry after a key's first in a dupsort table.
     raw_keys = np.ascontiguousarray(keys, dtype=">u8").tobytes()
     items = (
         (raw_keys[8 * i : 8 * i + 8], values[VALUE_BYTES * i : VALUE_BYTES * (i + 1)])
         for i in range(len(keys))
     )
-    txn.cursor(db=db).putmulti(items, dupdata=True, append=append)
+    txn.cursor(db=db).putmulti(items)
 
 
 def put_plain(
@@ -186,7 +186,7 @@ def put_plain(
         np.concatenate([distances, distances])[order],
         np.concatenate([kinds, kinds])[order],
     )
-    _put_sorted(txn, db, keys[order], values, append=False)
+    _put_sorted(txn, db, keys[order], values)
 
 
 class PairSpool:
@@ -225,7 +225,7 @@ class PairSpool:
                 continue
             rows = rows[np.lexsort((rows["other"], rows["key"]))]
             values = _values(rows["other"], rows["distance"], rows["kind"])
-            _put_sorted(txn, db, rows["key"], values, append=True)
+            _put_sorted(txn, db, rows["key"], values)
         os.rmdir(self.folder)
 
     def discard(self) -> None:

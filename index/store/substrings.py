@@ -59,6 +59,12 @@ _I64 = np.dtype("<i8")
 _EMPTY = np.empty(0, _U64)
 
 
+def _member(values: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """np.isin by sorting: numpy 2.0.0 picks its lookup-table method for uint64 arrays of a
+    small range and overflows computing the offsets of hashes at or above 2**63."""
+    return np.isin(values, among, kind="sort")
+
+
 def _check_bits(bits: object) -> int:
     value = operator.index(bits)  # ints and numpy integers; not floats or strings
     if not 0 <= value < 1 << HASH_BITS:
@@ -246,7 +252,7 @@ class SubstringIndex(StoredHashSet):
             view = _View(self, read)
             live = view.section
             if len(view.dead):
-                live = live[~np.isin(live, view.dead)]
+                live = live[~_member(live, view.dead)]
             return np.unique(np.concatenate([live, view.delta]))
 
     def __contains__(self, bits: object) -> bool:
@@ -302,9 +308,9 @@ class SubstringIndex(StoredHashSet):
                 found.append(f"substrings: delta holds {len(view.delta)}, head says {head.delta}")
             if len(view.dead) != head.dead:
                 found.append(f"substrings: dead holds {len(view.dead)}, head says {head.dead}")
-            if np.isin(view.delta, section0).any():
+            if _member(view.delta, section0).any():
                 found.append("substrings: a hash is in both the delta and the base")
-            if not np.isin(view.dead, section0).all():
+            if not _member(view.dead, section0).all():
                 found.append("substrings: a removed hash is not in the base")
         return found
 
@@ -330,15 +336,15 @@ class SubstringIndex(StoredHashSet):
             in_base = view.in_base(bits)
             revived = np.zeros(len(bits), dtype=bool)
             if len(view.dead):
-                revived = in_base & np.isin(bits, view.dead)
-            fresh = bits[~in_base & ~np.isin(bits, view.delta)]
+                revived = in_base & _member(bits, view.dead)
+            fresh = bits[~in_base & ~_member(bits, view.delta)]
             if not len(fresh) and not revived.any():
                 return 0
             dead = view.dead
             if revived.any():
-                dead = dead[~np.isin(dead, bits[revived])]
+                dead = dead[~_member(dead, bits[revived])]
             if head.delta + len(fresh) > head.delta_limit(self.min_delta):
-                live = view.section[~np.isin(view.section, dead)] if len(dead) else view.section
+                live = view.section[~_member(view.section, dead)] if len(dead) else view.section
                 self._write_base(write, np.unique(np.concatenate([live, view.delta, fresh])))
             else:
                 self._write_delta(write, view.delta, fresh, head)
@@ -352,18 +358,18 @@ class SubstringIndex(StoredHashSet):
         with self._writing(txn) as write:
             view = _View(self, write)
             head = view.head
-            if np.isin(query, view.delta)[0]:
+            if _member(query, view.delta)[0]:
                 chunk = int(_chunk_of(query)[0])
                 part = _array(write.get(_delta_key(chunk), db=self._db))
                 self._put_chunk(write, chunk, part[part != query[0]])
                 head.delta -= 1
                 write.put(_HEAD_KEY, head.pack(), db=self._db)
                 return True
-            if not view.in_base(query)[0] or np.isin(query, view.dead)[0]:
+            if not view.in_base(query)[0] or _member(query, view.dead)[0]:
                 return False
             dead = np.union1d(view.dead, query)
             if len(dead) > head.delta_limit(self.min_delta):
-                live = view.section[~np.isin(view.section, dead)]
+                live = view.section[~_member(view.section, dead)]
                 self._write_base(write, np.unique(np.concatenate([live, view.delta])))
             else:
                 self._write_dead(write, dead, head)
