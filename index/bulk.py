@@ -111,7 +111,7 @@ def _store_batch(writer: Writer, state: _State, items: list[Item]) -> int:
 
 def _store_new(writer: Writer, txn: lmdb.Transaction, state: _State, items: list[Item]) -> None:
     """Store files whose paths are all new, with their pairs, in `txn`."""
-    old = state.catalog if state.catalog is not None else Catalog.of(writer.store.records(txn))
+    old = state.catalog if state.catalog is not None else Catalog.read(writer.store, txn)
     records = [writer.new_record(txn, *item) for item in items]
     for record in records:
         writer.store_record(txn, record)

@@ -21,12 +21,33 @@ import numpy as np
 from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.pairs import KIND_CODES, Kind
-from dupwatch.index.store.records import FileRecord, detail_known
+from dupwatch.index.store.records import (
+    DETAIL_KNOWN,
+    HEAD_FIELDS,
+    LOW_INFORMATION,
+    FileRecord,
+    detail_known,
+)
 
 EXACT = KIND_CODES[Kind.EXACT]
 NEAR = KIND_CODES[Kind.NEAR]
 ROW_BYTES = 51  # what one row of a Catalog holds, for the memory figures
 THUMBNAIL_BYTES = DETAIL_SIDE**2
+
+
+_COLUMNS = {
+    "ids": np.int64, "bits": np.uint64, "centre": np.uint64, "has_centre": bool,
+    "width": np.uint32, "height": np.uint32, "low": bool, "thumbnail": bool,
+}  # fmt: skip
+_NUMPY_CODES = {"Q": "<u8", "?": "?", "16s": "S16", "I": "<u4", "B": "u1"}
+# A record's head up to its flags, as records.py lays it out (every field Catalog needs).
+_HEAD_NAMES = ("bits", "centre", "has_centre", "digest", "width", "height", "flags")
+_HEADS = np.dtype({
+    "names": list(_HEAD_NAMES),
+    "formats": [_NUMPY_CODES[HEAD_FIELDS[name][1]] for name in _HEAD_NAMES],
+    "offsets": [HEAD_FIELDS[name][0] for name in _HEAD_NAMES],
+    "itemsize": HEAD_FIELDS["flags"][0] + 1,
+})  # fmt: skip
 
 
 @dataclass
@@ -70,6 +91,44 @@ class Catalog:
             np.array(low, dtype=bool),
             np.array(thumbnail, dtype=bool),
         )
+
+    @classmethod
+    def read(cls, store: Store, txn: lmdb.Transaction, chunk: int = 65536) -> Catalog:
+        """Every stored record, read straight from its encoded head into arrays a chunk of
+        records at a time: ~51 bytes a file, where Catalog.of(store.records(txn)) held some
+        600 in Python objects before it made arrays."""
+        count, raws = store.raw_records(txn)
+        columns = {name: np.empty(count, dtype) for name, dtype in _COLUMNS.items()}
+        digest = np.empty((count, 2), dtype=np.uint64)
+        heads = bytearray(_HEADS.itemsize * chunk)
+        keys = bytearray(8 * chunk)
+        done = 0
+        while done < count:
+            n = 0
+            for key, raw in raws:
+                heads[n * _HEADS.itemsize : (n + 1) * _HEADS.itemsize] = raw[: _HEADS.itemsize]
+                keys[8 * n : 8 * n + 8] = key
+                n += 1
+                if n == chunk:
+                    break
+            if n == 0:
+                break  # fewer records than counted: only if the caller's txn changed them
+            rows = np.frombuffer(heads, dtype=_HEADS, count=n)
+            part = slice(done, done + n)
+            columns["ids"][part] = np.frombuffer(keys, dtype=">u8", count=n)
+            for name in ("bits", "centre", "has_centre", "width", "height"):
+                columns[name][part] = rows[name]
+            columns["centre"][part][~rows["has_centre"]] = 0
+            digest[part] = np.ascontiguousarray(rows["digest"]).view(">u8").reshape(n, 2)
+            columns["low"][part] = (rows["flags"] & LOW_INFORMATION) != 0
+            columns["thumbnail"][part] = (rows["flags"] & DETAIL_KNOWN) != 0
+            done += n
+        trimmed = {name: column[:done] for name, column in columns.items()}
+        return cls(
+            trimmed["ids"], trimmed["bits"], trimmed["centre"], trimmed["has_centre"],
+            digest[:done], trimmed["width"], trimmed["height"], trimmed["low"],
+            trimmed["thumbnail"],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.ids)

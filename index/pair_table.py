@@ -129,7 +129,7 @@ class PairTable:
         (those still within the radius) rather than read again."""
         transformed = self._transformed_within(txn, radius)
         txn.drop(self.db, delete=False)
-        catalog = Catalog.of(self.store.records(txn))
+        catalog = Catalog.read(self.store, txn)
         highest = int(catalog.ids[-1]) if len(catalog) else 0
         spool = PairSpool(self.store.folder, highest)
         try:

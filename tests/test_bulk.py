@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from dupwatch.index import Fingerprint, Index
 from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
 from dupwatch.index.fingerprint.file import fingerprint, match_distance
 from dupwatch.index.fingerprint.transforms import CENTRE_REGION, CROP_REGIONS
-from dupwatch.index.pair_arrays import looks_alike
+from dupwatch.index.pair_arrays import Catalog, looks_alike
 from dupwatch.index.store.multi_index import Layout
 from dupwatch.index.store.pairs import Kind
 from dupwatch.index.store.selfjoin import self_join
@@ -289,3 +290,18 @@ def test_a_large_scan_through_the_bulk_path_stores_what_the_batched_one_does(
     groups, failed, hashed = bulk
     assert hashed == 20 and len(groups) == 5
     assert [Path(path).name for path, _ in failed] == ["broken.jpg", "empty.png"]
+
+
+def test_the_catalog_read_from_encoded_records_equals_the_decoded_one(tmp_path: Path) -> None:
+    stat = os.stat(tmp_path)
+    with Index.open(tmp_path / "index") as index:
+        index.put_bulk((tmp_path / name, fp, stat) for name, fp in fingerprints(4, 300))
+        with index.store.read() as txn:
+            decoded = Catalog.of(index.store.records(txn))
+            for chunk in (7, 65536):  # chunks that end inside the records and past them
+                read = Catalog.read(index.store, txn, chunk=chunk)
+                for field in fields(Catalog):
+                    mine, theirs = getattr(read, field.name), getattr(decoded, field.name)
+                    assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), field
+    assert decoded.has_centre.any() and not decoded.has_centre.all()
+    assert decoded.low.any() and decoded.thumbnail.any() and not decoded.thumbnail.all()

@@ -285,3 +285,9 @@ class Store:
     def records(self, txn: lmdb.Transaction) -> Iterator[FileRecord]:
         for key, raw in txn.cursor(db=self.dbs[b"files"]):
             yield decode_record(from_u64(key), raw)
+
+    def raw_records(self, txn: lmdb.Transaction) -> tuple[int, Iterator[tuple[bytes, bytes]]]:
+        """How many records there are, and each one's (key, encoded record) in id order,
+        undecoded: for readers of every record into arrays."""
+        files = self.dbs[b"files"]
+        return txn.stat(files)["entries"], iter(txn.cursor(db=files))

@@ -85,8 +85,20 @@ class FileRecord:
 # dev, ino, size, mtime_ns, bits, centre, whether the centre is known, digest, pixel digest,
 # width, height, format length, detail flags, thumbnail, the 7 turned hashes; then the format
 # and the path.
-_RECORD = struct.Struct("<QQQqQQ?16s16sIIBB256s7Q")
-_LOW_INFORMATION, _FRAMED, _DETAIL_KNOWN = 1, 2, 4  # detail flags
+_HEAD = (
+    ("dev", "Q"), ("ino", "Q"), ("size", "Q"), ("mtime_ns", "q"), ("bits", "Q"),
+    ("centre", "Q"), ("has_centre", "?"), ("digest", "16s"), ("pixels", "16s"),
+    ("width", "I"), ("height", "I"), ("fmt_len", "B"), ("flags", "B"), ("thumbnail", "256s"),
+    ("turns", "7Q"),
+)  # fmt: skip
+_RECORD = struct.Struct("<" + "".join(code for _, code in _HEAD))
+# Where each field of the head starts, and its struct code: for readers of many records at
+# once as arrays (pair_arrays.Catalog.read), which need no FileRecord each.
+HEAD_FIELDS = {
+    name: (struct.calcsize("<" + "".join(code for _, code in _HEAD[:i])), code)
+    for i, (name, code) in enumerate(_HEAD)
+}
+LOW_INFORMATION, FRAMED, DETAIL_KNOWN = 1, 2, 4  # detail flags
 _NO_TURNS = (0,) * 7
 
 
@@ -119,9 +131,9 @@ def detail_known(record: FileRecord) -> bool:
 
 
 def _flags(record: FileRecord) -> int:
-    known = _DETAIL_KNOWN if detail_known(record) else 0
-    low = _LOW_INFORMATION if record.low_information else 0
-    return known | low | (_FRAMED if record.framed else 0)
+    known = DETAIL_KNOWN if detail_known(record) else 0
+    low = LOW_INFORMATION if record.low_information else 0
+    return known | low | (FRAMED if record.framed else 0)
 
 
 def decode_record(file_id: int, raw: bytes) -> FileRecord:
@@ -130,11 +142,11 @@ def decode_record(file_id: int, raw: bytes) -> FileRecord:
     fmt_end = _RECORD.size + fmt_len
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
-    known = bool(flags & _DETAIL_KNOWN)
+    known = bool(flags & DETAIL_KNOWN)
     return FileRecord(
         file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels,
-        centre if has_centre else None, bool(flags & _LOW_INFORMATION),
-        thumbnail if known else b"", bool(flags & _FRAMED), tuple(turns) if known else (),
+        centre if has_centre else None, bool(flags & LOW_INFORMATION),
+        thumbnail if known else b"", bool(flags & FRAMED), tuple(turns) if known else (),
     )  # fmt: skip
 
 
