@@ -90,12 +90,16 @@ def derived_copies(
     mtime = np.array([r.mtime_ns if r else 0 for r in files], dtype=np.int64)
     lossless = np.array([bool(r) and r.format in LOSSLESS_FORMATS for r in files], dtype=bool)
     framed = np.array([bool(r) and r.framed for r in files], dtype=bool)
-    owner = table.owner
-    plain = np.bincount(owner[table.transform == 0], minlength=len(files))
-    entries = np.flatnonzero(table.other >= 0)
-    me, other = owner[entries], table.other[entries]
-    entries = entries[known[me] & known[other]]
-    me, other = owner[entries], table.other[entries]
+    # Only an entry with a transform, of a pixel copy or under a framed file can make its
+    # file derived: the int64 work is on those (few), not on every entry (millions).
+    counts = np.diff(table.start)
+    transformed = table.transform != 0
+    candidate = transformed | (table.kind == _PIXEL) | np.repeat(framed, counts)
+    entries = np.flatnonzero(candidate & (table.other >= 0))
+    me, other = _owners(table, entries), table.other[entries]
+    known_both = known[me] & known[other]
+    entries, me, other = entries[known_both], me[known_both], other[known_both]
+    plain = counts - np.bincount(_owners(table, np.flatnonzero(transformed)), minlength=len(files))
     transform, kind = table.transform[entries], table.kind[entries]
     ids = table.ids
     # _age(me) < _age(other): the newer one (mtime, then the order they were indexed in)
@@ -106,6 +110,12 @@ def derived_copies(
     orientation = np.isin(transform, _ORIENTATION_CODES)
     derived = (transform == _CROP) | np.where(orientation, turned, otherwise)
     return set(ids[np.unique(me[derived])].tolist())
+
+
+def _owners(table: PackedPairs, entries: np.ndarray) -> np.ndarray:
+    """The position of the file each of `entries` is stored under (PackedPairs.owner, for
+    a few entries)."""
+    return np.searchsorted(table.start, entries, side="right") - 1
 
 
 def build_groups(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import lmdb
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,9 +23,10 @@ from dupwatch.index.groups import (
     Keeper,
     Member,
 )
-from dupwatch.index.store.packed_pairs import PackedPairs
+from dupwatch.index.store import packed_pairs
+from dupwatch.index.store.packed_pairs import PackedPairs, read_within
 from dupwatch.index.store.pairs import KIND_CODES, Kind, Pair
-from dupwatch.index.store.records import FileRecord, pair_key
+from dupwatch.index.store.records import FileRecord, pair_key, u64
 
 # --- the reference: Pair lists by file id --------------------------------------------------
 
@@ -244,3 +247,35 @@ def test_packed_groups_are_the_pair_lists_groups(seed: int, keep: str, filtered:
     expected = described(reference_groups(records, kept, keeper))
     assert described(build_groups(records, packed, keeper)) == expected
     assert described(build_groups(records, kept, keeper)) == expected  # Pair lists still work
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), radius=st.integers(0, 16), chunk=st.integers(1, 5))
+def test_pairs_read_a_few_files_at_a_time_are_the_pairs_within_the_radius(
+    seed: int, radius: int, chunk: int, tmp_path_factory
+) -> None:
+    """read_within from a real LMDB pairs table, its files read `chunk` at a time (an entry
+    may name a file with no entry within the radius: it is -1), equals the Pair lists."""
+    _, pairs = random_graph(seed)
+    env = lmdb.open(str(tmp_path_factory.mktemp("pairs")), max_dbs=1, map_size=1 << 24)
+    db = env.open_db(b"pairs", dupsort=True, dupfixed=True)
+    with env.begin(write=True) as txn:
+        for file_id, partners in pairs.items():
+            for pair in partners:
+                txn.put(u64(file_id), pair.code(), db=db)
+    within = {
+        file_id: [p for p in partners if p.distance <= radius]
+        for file_id, partners in pairs.items()
+    }
+    within = {file_id: sorted(ps, key=lambda p: p.other) for file_id, ps in within.items() if ps}
+    with pytest.MonkeyPatch.context() as patch, env.begin() as txn:
+        patch.setattr(packed_pairs, "READ_KEYS", chunk)
+        read = read_within(txn, db, radius)
+    env.close()
+    expected = PackedPairs.of(within)
+    assert read.ids.tolist() == expected.ids.tolist()
+    assert read.start.tolist() == expected.start.tolist()
+    for mine, theirs in zip(read._columns(), expected._columns(), strict=True):
+        assert mine.dtype == theirs.dtype
+        assert mine.tolist() == theirs.tolist()
+    assert {file_id: read.pairs_of(i) for i, file_id in enumerate(read.ids.tolist())} == within
