@@ -333,7 +333,8 @@ class Index:
         "labelled") copies `labelled` says have labels, then the picture itself over the
         copies made from it, then the `keep` policy. Pairs marked "not a duplicate"
         (index/ignore.py) and pairs `pair_filter` rejects (it must be symmetric) are left
-        out. Largest groups first.
+        out. Largest groups first. The members' records carry no thumbnail or turned
+        hashes (Store.record(detail=False)).
         """
         preferred = [absolute(folder) for folder in prefer]
         radius = check_radius(self.radius if radius is None else radius)
@@ -349,7 +350,8 @@ class Index:
         self.look_through_transforms()
         with self.store.read() as txn:
             pairs = self.pairs.within(txn, radius)
-            records = {i: self.store.record(txn, i) for i in pairs.ids.tolist()}
+            # Groups show their files, never match them: no thumbnails or turned hashes.
+            records = {i: self.store.record(txn, i, detail=False) for i in pairs.ids.tolist()}
             ignored = ignored_keys(self.store, txn)
         kept = wanted_pairs(records, pairs, ignored, pair_filter)
         keeper = Keeper(keep, preferred, labelled, frozenset(derived_copies(records, kept)))

@@ -264,9 +264,13 @@ class Store:
 
     # Lookups used by every reader
 
-    def record(self, txn: lmdb.Transaction, file_id: int) -> FileRecord | None:
+    def record(
+        self, txn: lmdb.Transaction, file_id: int, *, detail: bool = True
+    ) -> FileRecord | None:
+        """The file's record (decode_record: `detail=False` leaves out what only matching
+        reads), None when there is none."""
         raw = txn.get(u64(file_id), db=self.dbs[b"files"])
-        return None if raw is None else decode_record(file_id, raw)
+        return None if raw is None else decode_record(file_id, raw, detail=detail)
 
     def ids(self, txn: lmdb.Transaction, table: bytes, key: bytes) -> list[int]:
         """Every file id stored under `key` in a dup-sorted table."""

@@ -136,13 +136,15 @@ def _flags(record: FileRecord) -> int:
     return known | low | (FRAMED if record.framed else 0)
 
 
-def decode_record(file_id: int, raw: bytes) -> FileRecord:
+def decode_record(file_id: int, raw: bytes, *, detail: bool = True) -> FileRecord:
+    """The record stored as `raw`; with `detail=False` without its thumbnail and turned
+    hashes (~600 of its ~1,400 bytes in memory), for lists of many files that show them."""
     (dev, ino, size, mtime_ns, bits, centre, has_centre, digest, pixels, width, height,
      fmt_len, flags, thumbnail, *turns) = _RECORD.unpack_from(raw)  # fmt: skip
     fmt_end = _RECORD.size + fmt_len
     fmt = bytes(raw[_RECORD.size : fmt_end]).decode("ascii")
     path = bytes(raw[fmt_end:])
-    known = bool(flags & DETAIL_KNOWN)
+    known = detail and bool(flags & DETAIL_KNOWN)
     return FileRecord(
         file_id, path, dev, ino, size, mtime_ns, bits, digest, width, height, fmt, pixels,
         centre if has_centre else None, bool(flags & LOW_INFORMATION),
