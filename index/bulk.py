@@ -33,6 +33,7 @@ from dupwatch.index.pair_arrays import (
     Thumbnails,
     judge,
     looks_alike,
+    stack,
 )
 from dupwatch.index.store.multi_index import expand
 from dupwatch.index.store.packed_pairs import put_plain
@@ -129,11 +130,15 @@ def _store_new(writer: Writer, txn: lmdb.Transaction, state: _State, items: list
     near = np.flatnonzero(kinds == NEAR)
     thumbnails = Thumbnails(writer.store, txn)
     new_thumbnail = np.array([len(fp.thumbnail) == THUMBNAIL_BYTES for _, fp, _ in items])
+
+    def both_thumbnails(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        new_rows = (later[near[pairs]] - first).tolist()
+        mine = stack(items[row][1].thumbnail for row in new_rows)
+        return mine, thumbnails.of(catalog.ids[earlier[near[pairs]]])
+
     allowed = looks_alike(
         catalog.low[later[near]], new_thumbnail[later[near] - first],
-        catalog.low[earlier[near]], catalog.thumbnail[earlier[near]],
-        lambda i: (items[later[near[i]] - first][1].thumbnail,
-                   thumbnails.of(int(catalog.ids[earlier[near[i]]]))),
+        catalog.low[earlier[near]], catalog.thumbnail[earlier[near]], both_thumbnails,
     )  # fmt: skip
     matched = np.ones(len(later), dtype=bool)
     matched[near[~allowed]] = False

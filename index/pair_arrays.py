@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import lmdb
 import numpy as np
 
-from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
+from dupwatch.index.fingerprint.detail import DETAIL_SIDE, confirms_many
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.pairs import KIND_CODES, Kind
 from dupwatch.index.store.records import (
@@ -33,6 +33,7 @@ EXACT = KIND_CODES[Kind.EXACT]
 NEAR = KIND_CODES[Kind.NEAR]
 ROW_BYTES = 51  # what one row of a Catalog holds, for the memory figures
 THUMBNAIL_BYTES = DETAIL_SIDE**2
+LOOK_CHUNK = 4096  # near pairs given the second look at once
 
 
 _COLUMNS = {
@@ -176,30 +177,43 @@ def looks_alike(
     thumbnail_a: np.ndarray,
     low_b: np.ndarray,
     thumbnail_b: np.ndarray,
-    thumbnails: Callable[[int], tuple[bytes, bytes]],
+    thumbnails: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
 ) -> np.ndarray:
     """detail.near_allowed for many near pairs, by their sides' low information and whether
-    their thumbnails are known: never with a low-information side; near_allowed itself on
-    the thumbnails (`thumbnails(i)`: those of pair i) where both are known; where one is
-    not, its thumbnail cannot say no (detail.confirms). tests/test_bulk.py holds this to
+    their thumbnails are known: never with a low-information side; detail.confirms_many on
+    the thumbnails where both are known (`thumbnails(pairs)`: both sides' thumbnails of
+    those pairs, as stack() makes them), LOOK_CHUNK pairs at a time; where one is not known,
+    its thumbnail cannot say no (detail.confirms). tests/test_bulk.py holds this to
     near_allowed."""
     allowed = ~(low_a | low_b)
-    for i in np.flatnonzero(allowed & thumbnail_a & thumbnail_b).tolist():
-        mine, theirs = thumbnails(i)
-        allowed[i] = near_allowed(False, mine, False, theirs)
+    look = np.flatnonzero(allowed & thumbnail_a & thumbnail_b)
+    for start in range(0, len(look), LOOK_CHUNK):
+        pairs = look[start : start + LOOK_CHUNK]
+        mine, theirs = thumbnails(pairs)
+        allowed[pairs] = confirms_many(mine, theirs)
     return allowed
 
 
+def stack(thumbnails: Iterable[bytes]) -> np.ndarray:
+    """Known thumbnails as the rows of a uint8 array."""
+    return np.frombuffer(b"".join(thumbnails), dtype=np.uint8).reshape(-1, THUMBNAIL_BYTES)
+
+
 class Thumbnails:
-    """Stored records' thumbnails by file id, each read once (for a batch of pairs)."""
+    """Stored records' thumbnails by file id, each read once (for a batch of pairs), straight
+    from the encoded record."""
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self.store = store
         self.txn = txn
         self._known: dict[int, bytes] = {}
 
-    def of(self, file_id: int) -> bytes:
-        if file_id not in self._known:
-            record = self.store.record(self.txn, file_id)
-            self._known[file_id] = b"" if record is None else record.thumbnail
-        return self._known[file_id]
+    def of(self, file_ids: np.ndarray) -> np.ndarray:
+        """The thumbnails of these files, whose records say they are known."""
+        return stack(self._one(file_id) for file_id in file_ids.tolist())
+
+    def _one(self, file_id: int) -> bytes:
+        known = self._known.get(file_id)
+        if known is None:
+            known = self._known[file_id] = self.store.thumbnail(self.txn, file_id)
+        return known

@@ -178,8 +178,8 @@ class PairTable:
         allowed = looks_alike(
             catalog.low[a[near]], catalog.thumbnail[a[near]],
             catalog.low[b[near]], catalog.thumbnail[b[near]],
-            lambda i: (thumbnails.of(int(catalog.ids[a[near[i]]])),
-                       thumbnails.of(int(catalog.ids[b[near[i]]]))),
+            lambda pairs: (thumbnails.of(catalog.ids[a[near[pairs]]]),
+                           thumbnails.of(catalog.ids[b[near[pairs]]])),
         )  # fmt: skip
         keep = np.ones(len(a), dtype=bool)
         keep[near[~allowed]] = False

@@ -20,7 +20,7 @@ from dupwatch.index import Fingerprint, Index
 from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
 from dupwatch.index.fingerprint.file import fingerprint, match_distance
 from dupwatch.index.fingerprint.transforms import CENTRE_REGION, CROP_REGIONS
-from dupwatch.index.pair_arrays import Catalog, looks_alike
+from dupwatch.index.pair_arrays import Catalog, looks_alike, stack
 from dupwatch.index.store.multi_index import Layout
 from dupwatch.index.store.pairs import Kind
 from dupwatch.index.store.selfjoin import self_join
@@ -205,7 +205,7 @@ def test_the_second_look_on_arrays_is_near_allowed() -> None:
     allowed = looks_alike(
         np.array([c[0] for c in cases]), np.array([len(c[1]) > 0 for c in cases]),
         np.array([c[2] for c in cases]), np.array([len(c[3]) > 0 for c in cases]),
-        lambda i: (cases[i][1], cases[i][3]),
+        lambda pairs: (stack(cases[i][1] for i in pairs), stack(cases[i][3] for i in pairs)),
     )  # fmt: skip
     assert allowed.tolist() == [near_allowed(*case) for case in cases]
     assert 0 < sum(allowed) < len(cases)

@@ -43,7 +43,7 @@ VERIFY_CORRELATION = 0.70  # below: not the same picture
 CLEAR_CORRELATION = 0.90  # at or above: the same picture
 CROP_CORRELATION = 0.85  # between the two: as crops of each other, at least this
 CROP_CUTS = (0.0, 0.03, 0.06)
-SHIFT = 0  # shifts of 1 px did not help: crop5 pairs still fell to 0.70 (a scale change)
+_CROP_CHUNK = 16  # pairs compared as crops at once (fastest in small blocks)
 
 
 def low_frequency_std(coefficients: NDArray[Any]) -> float:
@@ -68,67 +68,95 @@ def thumbnail(gray: Image.Image, box: tuple[float, float, float, float]) -> byte
 
 
 def correlation(a: bytes, b: bytes) -> float:
-    """The best Pearson correlation of two thumbnails over shifts of up to SHIFT pixels (a
-    crop of a few per cent a side moves the picture by about a pixel of the thumbnail); 1.0
-    when both are flat (nothing to tell apart: such pictures are low information and never
-    reach here as near candidates)."""
-    x = np.frombuffer(a, dtype=np.uint8).astype(float).reshape(DETAIL_SIDE, DETAIL_SIDE)
-    y = np.frombuffer(b, dtype=np.uint8).astype(float).reshape(DETAIL_SIDE, DETAIL_SIDE)
-    n = DETAIL_SIDE
-    best = -1.0
-    for dy in range(-SHIFT, SHIFT + 1):
-        for dx in range(-SHIFT, SHIFT + 1):
-            u = x[max(dy, 0) : n + min(dy, 0), max(dx, 0) : n + min(dx, 0)]
-            v = y[max(-dy, 0) : n + min(-dy, 0), max(-dx, 0) : n + min(-dx, 0)]
-            best = max(best, _pearson(u, v))
-    return best
-
-
-def _pearson(u: NDArray[Any], v: NDArray[Any]) -> float:
-    u = u - u.mean()
-    v = v - v.mean()
-    norm = float(np.sqrt((u * u).sum() * (v * v).sum()))
-    return float((u * v).sum() / norm) if norm > 0 else 1.0
+    """The Pearson correlation of two thumbnails; 1.0 when both are flat (nothing to tell
+    apart: such pictures are low information and never reach here as near candidates)."""
+    return float(_correlations(_rows(a), _rows(b))[0])
 
 
 def confirms(a: bytes, b: bytes) -> bool:
     """True when two thumbnails agree closely enough for a near match; True when either is
-    unknown (a query by hash alone).
+    unknown (a query by hash alone). confirms_many for one pair."""
+    if len(a) != DETAIL_SIDE**2 or len(b) != DETAIL_SIDE**2:
+        return True
+    return bool(confirms_many(_rows(a), _rows(b))[0])
+
+
+def confirms_many(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """confirms() for many pairs of known thumbnails at once, row i of `a` with row i of `b`
+    (uint8 arrays of DETAIL_SIDE**2 columns).
 
     Every mild copy of the benchmark (resized, recompressed, recoloured, blurred, watermarked)
     correlates at 0.97 or more, but a copy cut by a few per cent a side falls to 0.70: between
     VERIFY_CORRELATION and CLEAR_CORRELATION the thumbnails are compared again as crops of
-    each other (crop_correlation), and must then agree at CROP_CORRELATION.
+    each other (crop_correlations), and must then agree at CROP_CORRELATION.
     """
-    if len(a) != DETAIL_SIDE**2 or len(b) != DETAIL_SIDE**2:
-        return True
-    plain = correlation(a, b)
-    if plain >= CLEAR_CORRELATION:
-        return True
-    if plain < VERIFY_CORRELATION:
-        return False
-    return crop_correlation(a, b) >= CROP_CORRELATION
+    plain = _correlations(a, b)
+    allowed = plain >= CLEAR_CORRELATION
+    unsure = np.flatnonzero((plain >= VERIFY_CORRELATION) & ~allowed)
+    for start in range(0, len(unsure), _CROP_CHUNK):
+        rows = unsure[start : start + _CROP_CHUNK]
+        allowed[rows] = crop_correlations(a[rows], b[rows]) >= CROP_CORRELATION
+    return allowed
+
+
+def _rows(thumbnail: bytes) -> NDArray[np.uint8]:
+    return np.frombuffer(thumbnail, dtype=np.uint8).reshape(1, -1)
+
+
+def _correlations(a: NDArray[Any], b: NDArray[Any]) -> NDArray[np.float64]:
+    """Row-wise Pearson correlations; 1.0 where either row is flat."""
+    x = a.astype(np.float64)
+    y = b.astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    y -= y.mean(axis=1, keepdims=True)
+    norms = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    dots = (x * y).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, dots / norms, 1.0)
 
 
 def crop_correlation(a: bytes, b: bytes) -> float:
-    """The best correlation of one thumbnail with the other cut by 0, 3 or 6% on each side
-    (and the other way round), stretched back to DETAIL_SIDE: how alike they are when one is
-    a crop of the other. All 81 cuts at once, as matrix products (bilinear resampling)."""
+    """crop_correlations for one pair of thumbnails."""
+    return float(crop_correlations(_rows(a), _rows(b))[0])
+
+
+def crop_correlations(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """For each pair of rows, the best correlation of one thumbnail with the other cut by 0, 3
+    or 6% on each side (and the other way round), stretched back to DETAIL_SIDE: how alike
+    they are when one is a crop of the other.
+
+    A cut is M_i W M_j^T (W the whole thumbnail, M_i the resampling of a cut's rows, M_j of
+    its columns), and its dot product with the centred target T, mean and sum of squares come
+    from per-cut products without making the 81 cuts: <R_i, T M_j>, u_i^T W u_j / n^2 (u_i
+    the column sums of M_i) and <R_i^T R_i, M_j^T M_j>, where R_i = M_i W. Five times faster
+    than cutting, and equal to it to ~1e-14."""
     n = DETAIL_SIDE
-    x = np.frombuffer(a, dtype=np.uint8).reshape(n, n).astype(float)
-    y = np.frombuffer(b, dtype=np.uint8).reshape(n, n).astype(float)
-    maps = _cut_maps()  # (cuts, n, n): rows of the cut, resampled from the whole
-    best = -1.0
+    k = len(a)
+    x = a.reshape(k, n, n).astype(np.float64)
+    y = b.reshape(k, n, n).astype(np.float64)
+    maps = _cut_maps()
+    c = len(maps)
+    stacked = maps.reshape(c * n, n)  # M_i one above the other
+    side_by_side = maps.transpose(1, 0, 2).reshape(n, c * n)  # M_j side by side
+    grams = np.matmul(maps.transpose(0, 2, 1), maps).reshape(c, n * n)  # M_j^T M_j
+    sums = maps.sum(axis=1)  # u_i
+    best = np.full(k, -1.0)
     for whole, part in ((x, y), (y, x)):
-        # cut[i, j] = maps[i] @ whole @ maps[j].T: rows cut by cuts[i], columns by cuts[j]
-        rows = maps @ whole  # (cuts, n, n): rows cut
-        cuts = np.matmul(rows[:, None], maps.transpose(0, 2, 1)[None]).reshape(-1, n * n)
-        cuts -= cuts.mean(axis=1, keepdims=True)
-        target = (part - part.mean()).ravel()
-        norms = np.sqrt((cuts * cuts).sum(axis=1) * (target * target).sum())
+        target = part - part.mean(axis=(1, 2), keepdims=True)
+        r = stacked @ whole.transpose(1, 0, 2).reshape(n, k * n)
+        r = r.reshape(c, n, k, n).transpose(2, 0, 1, 3)  # (k, c, n, n): R_i
+        t = (target.reshape(k * n, n) @ side_by_side).reshape(k, n, c, n).transpose(0, 2, 1, 3)
+        dots = np.matmul(r.reshape(k, c, n * n), t.reshape(k, c, n * n).transpose(0, 2, 1))
+        means = np.matmul(np.matmul(sums[None], whole), sums.T[None]) / n**2
+        squares = np.matmul(r.transpose(0, 1, 3, 2), r).reshape(k, c, n * n) @ grams.T
+        spread = squares - n * n * means**2  # the cut's sum of squared deviations
+        norms = np.sqrt(
+            np.clip(spread, 0, None) * (target * target).sum(axis=(1, 2))[:, None, None]
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(norms > 0, cuts @ target / norms, -1.0)
-        best = max(best, float(values.max()))
+            # a flat cut (its spread only rounding) has nothing to correlate
+            values = np.where((spread > 1e-9 * squares) & (norms > 0), dots / norms, -1.0)
+        best = np.maximum(best, values.reshape(k, -1).max(axis=1))
     return best
 
 

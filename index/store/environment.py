@@ -18,7 +18,14 @@ import lmdb
 
 from dupwatch.index.errors import IndexMismatch, StoreError
 from dupwatch.index.store.migrations import MIGRATIONS
-from dupwatch.index.store.records import FileRecord, decode_record, from_u64, path_key, u64
+from dupwatch.index.store.records import (
+    FileRecord,
+    decode_record,
+    encoded_thumbnail,
+    from_u64,
+    path_key,
+    u64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +278,12 @@ class Store:
         reads), None when there is none."""
         raw = txn.get(u64(file_id), db=self.dbs[b"files"])
         return None if raw is None else decode_record(file_id, raw, detail=detail)
+
+    def thumbnail(self, txn: lmdb.Transaction, file_id: int) -> bytes:
+        """The file's thumbnail (b"" when it has none or there is no such file), read without
+        decoding the rest of its record."""
+        raw = txn.get(u64(file_id), db=self.dbs[b"files"])
+        return b"" if raw is None else encoded_thumbnail(raw)
 
     def ids(self, txn: lmdb.Transaction, table: bytes, key: bytes) -> list[int]:
         """Every file id stored under `key` in a dup-sorted table."""

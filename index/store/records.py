@@ -99,6 +99,9 @@ HEAD_FIELDS = {
     for i, (name, code) in enumerate(_HEAD)
 }
 LOW_INFORMATION, FRAMED, DETAIL_KNOWN = 1, 2, 4  # detail flags
+_FLAGS_AT = HEAD_FIELDS["flags"][0]
+_THUMBNAIL_AT = HEAD_FIELDS["thumbnail"][0]
+_THUMBNAIL_SIZE = struct.calcsize(HEAD_FIELDS["thumbnail"][1])
 _NO_TURNS = (0,) * 7
 
 
@@ -134,6 +137,13 @@ def _flags(record: FileRecord) -> int:
     known = DETAIL_KNOWN if detail_known(record) else 0
     low = LOW_INFORMATION if record.low_information else 0
     return known | low | (FRAMED if record.framed else 0)
+
+
+def encoded_thumbnail(raw: bytes) -> bytes:
+    """The thumbnail decode_record would give, read from the encoded record alone."""
+    if not raw[_FLAGS_AT] & DETAIL_KNOWN:
+        return b""
+    return bytes(raw[_THUMBNAIL_AT : _THUMBNAIL_AT + _THUMBNAIL_SIZE])
 
 
 def decode_record(file_id: int, raw: bytes, *, detail: bool = True) -> FileRecord:
