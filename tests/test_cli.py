@@ -49,6 +49,7 @@ def test_scan_prints_the_groups_in_the_documented_json(pics: Path, tmp_path: Pat
     assert (small["width"], small["height"]) == (300, 300)
     assert small["bytes"] == (pics / "astronaut_small.jpg").stat().st_size
     assert out["summary"]["hashed"] == 5 and out["summary"]["failed"] == []
+    assert "; 1 duplicate group; 0 blank or near-blank images" in result.stderr
 
 
 def test_a_second_scan_hashes_nothing(pics: Path, tmp_path: Path) -> None:

@@ -147,10 +147,16 @@ def scan(args: argparse.Namespace) -> int:
     print(
         f"dupwatch: {report.seen} images: {report.hashed} hashed, {report.unchanged} unchanged, "
         f"{report.removed} gone, {len(failed)} unreadable, {len(not_images)} not images; "
-        f"{len(groups)} duplicate groups; {len(low)} blank or near-blank images",
+        f"{counted(len(groups), 'duplicate group')}; "
+        f"{counted(len(low), 'blank or near-blank image')}",
         file=sys.stderr,
     )
     return EXIT_FOUND if groups else EXIT_NONE
+
+
+def counted(count: int, noun: str) -> str:
+    """The count with its noun, plural unless one: 1 duplicate group, 2 duplicate groups."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def low_information_under(index: Index, folders: list[bytes]) -> list[dict]:
