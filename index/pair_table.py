@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable
 
 import lmdb
@@ -14,14 +15,18 @@ import numpy as np
 
 from dupwatch.index.errors import StoreError
 from dupwatch.index.matching import Matcher, as_fingerprint
-from dupwatch.index.pair_arrays import NEAR, Catalog, Thumbnails, judge, looks_alike
+from dupwatch.index.pair_arrays import NEAR, Catalog, judge, looks_alike, thumbnails_by_row
 from dupwatch.index.store.environment import Store
 from dupwatch.index.store.packed_pairs import PackedPairs, PairSpool, read_entries, read_within
 from dupwatch.index.store.pairs import KIND_CODES, KINDS, TRANSFORMS, Pair
 from dupwatch.index.store.records import u64
-from dupwatch.index.store.selfjoin import self_join
+from dupwatch.index.store.selfjoin import gathered, self_join, self_join_beside
 
 log = logging.getLogger(__name__)
+
+# Files from which recompute's self-join runs in a process of its own, beside the judging,
+# when there is a second core: below it, starting the process (~0.3 s) costs more than it saves.
+BESIDE_FROM = 100_000
 
 
 class PairTable:
@@ -130,11 +135,16 @@ class PairTable:
         transformed = self._transformed_within(txn, radius)
         txn.drop(self.db, delete=False)
         catalog = Catalog.read(self.store, txn)
+        thumbnails = thumbnails_by_row(self.store, txn, self.store.folder)
         highest = int(catalog.ids[-1]) if len(catalog) else 0
         spool = PairSpool(self.store.folder, highest)
         try:
-            for a, b, full in self_join(catalog.bits, radius):
-                self._spool_judged(txn, catalog, a, b, full, radius, spool)  # a: the earlier
+            if len(catalog) >= BESIDE_FROM and len(os.sched_getaffinity(0)) > 1:
+                joined = self_join_beside(catalog.bits, radius)
+            else:
+                joined = gathered(self_join(catalog.bits, radius))
+            for a, b, full in joined:
+                self._spool_judged(txn, catalog, thumbnails, a, b, full, radius, spool)
             spool.store(txn, self.db)
         finally:
             spool.discard()
@@ -158,6 +168,7 @@ class PairTable:
         self,
         txn: lmdb.Transaction,
         catalog: Catalog,
+        thumbnails: np.ndarray,
         a: np.ndarray,
         b: np.ndarray,
         full: np.ndarray,
@@ -165,7 +176,8 @@ class PairTable:
         spool: PairSpool,
     ) -> None:
         """Judge catalog rows (a, b), `a` the earlier file, as store_all did one record at a
-        time; hand those that are pairs at `radius` to `spool`."""
+        time (`thumbnails` by row: thumbnails_by_row); hand those that are pairs at `radius`
+        to `spool`."""
         distance, kinds, pixels = judge(catalog, a, b, full)
         keep = distance <= radius
         a, b, distance, kinds, pixels = a[keep], b[keep], distance[keep], kinds[keep], pixels[keep]
@@ -174,12 +186,10 @@ class PairTable:
             later = self.store.record(txn, int(catalog.ids[b[i]]))
             kinds[i] = KIND_CODES[self.matcher.pair_kind(txn, earlier, later)]
         near = np.flatnonzero(kinds == NEAR)
-        thumbnails = Thumbnails(self.store, txn)
         allowed = looks_alike(
             catalog.low[a[near]], catalog.thumbnail[a[near]],
             catalog.low[b[near]], catalog.thumbnail[b[near]],
-            lambda pairs: (thumbnails.of(catalog.ids[a[near[pairs]]]),
-                           thumbnails.of(catalog.ids[b[near[pairs]]])),
+            lambda pairs: (thumbnails[a[near[pairs]]], thumbnails[b[near[pairs]]]),
         )  # fmt: skip
         keep = np.ones(len(a), dtype=bool)
         keep[near[~allowed]] = False

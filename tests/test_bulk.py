@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,14 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupwatch.index import Fingerprint, Index
+from dupwatch.index import Fingerprint, Index, pair_table
 from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
 from dupwatch.index.fingerprint.file import fingerprint, match_distance
 from dupwatch.index.fingerprint.transforms import CENTRE_REGION, CROP_REGIONS
 from dupwatch.index.pair_arrays import Catalog, looks_alike, stack
 from dupwatch.index.store.multi_index import Layout
 from dupwatch.index.store.pairs import Kind
-from dupwatch.index.store.selfjoin import self_join
+from dupwatch.index.store.selfjoin import gathered, self_join, self_join_beside
 
 
 def flip(bits: int, rng: random.Random, count: int) -> int:
@@ -161,7 +162,12 @@ def reference_pairs(index: Index, radius: int) -> list[tuple]:
     return sorted(out)
 
 
-def test_recomputed_pairs_equal_brute_force(tmp_path: Path) -> None:
+@pytest.mark.parametrize("beside_from", [pair_table.BESIDE_FROM, 0])
+def test_recomputed_pairs_equal_brute_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside_from: int
+) -> None:
+    """Also with the self-join in its own thread, as from BESIDE_FROM files on two cores."""
+    monkeypatch.setattr(pair_table, "BESIDE_FROM", beside_from)
     stat = os.stat(tmp_path)
     with Index.open(tmp_path / "index") as index:
         index.put_bulk((tmp_path / name, fp, stat) for name, fp in fingerprints(9, 300))
@@ -173,18 +179,23 @@ def test_recomputed_pairs_equal_brute_force(tmp_path: Path) -> None:
         assert pairs_of(index) == reference_pairs(index, 12) and index.check() == []
 
 
+@pytest.mark.parametrize("gather", [0, 97])
 @pytest.mark.parametrize("layout", [(16, 16, 16, 16), (21, 21, 22)])
 @pytest.mark.parametrize("radius", [0, 3, 8, 12, 16])
-def test_self_join_equals_brute_force(radius: int, layout: tuple[int, ...]) -> None:
+def test_self_join_equals_brute_force(radius: int, layout: tuple[int, ...], gather: int) -> None:
+    """Also with its batches gathered into larger ones (as recompute_pairs judges them)."""
     rng = np.random.default_rng(radius)
     centres = rng.integers(0, 2**64 - 1, 40, dtype=np.uint64, endpoint=True)
     noise = np.zeros(2000, dtype=np.uint64)
     for _ in range(8):
         noise |= np.uint64(1) << rng.integers(0, 64, 2000).astype(np.uint64)
     bits = np.concatenate([centres[rng.integers(0, 40, 2000)] ^ noise, centres[:30]])
+    batches = self_join(bits, radius, chunk=1000, layout=Layout(layout))
+    if gather:
+        batches = gathered(batches, at_least=gather)
     found = sorted(
         (a, b, d)
-        for rows in self_join(bits, radius, chunk=1000, layout=Layout(layout))
+        for rows in batches
         for a, b, d in zip(*(column.tolist() for column in rows), strict=True)
     )
     expected = sorted(
@@ -193,6 +204,24 @@ def test_self_join_equals_brute_force(radius: int, layout: tuple[int, ...]) -> N
         for j in np.flatnonzero(np.bitwise_count(bits[i + 1 :] ^ bits[i]) <= radius) + i + 1
     )
     assert found == expected
+
+
+def test_self_join_beside_gives_the_same_batches_and_stops_when_left() -> None:
+    rng = np.random.default_rng(5)
+    centres = rng.integers(0, 2**64 - 1, 50, dtype=np.uint64, endpoint=True)
+    bits = centres[rng.integers(0, 50, 3000)] ^ (
+        np.uint64(1) << rng.integers(0, 64, 3000, dtype=np.uint64)
+    )
+    expected = [tuple(c.tolist() for c in batch) for batch in gathered(self_join(bits, 6), 500)]
+    found = [tuple(c.tolist() for c in batch) for batch in self_join_beside(bits, 6, at_least=500)]
+    assert found == expected and len(found) > 3
+    threads = threading.active_count()
+    batches = self_join_beside(bits, 6, at_least=500)
+    next(batches)
+    batches.close()  # the caller stops early: the thread ends instead of waiting forever
+    assert threading.active_count() == threads
+    with pytest.raises(ValueError):  # what goes wrong in the thread is raised to the caller
+        list(self_join_beside(np.array(["not", "a", "hash"]), 6))
 
 
 def test_the_second_look_on_arrays_is_near_allowed() -> None:

@@ -17,6 +17,8 @@ pairs themselves are yielded batch by batch, never held.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +26,7 @@ import numpy as np
 from dupwatch.index.store.multi_index import Layout, ball, meet_runs, thresholds
 
 CHUNK = 1 << 17  # candidates compared at once: small enough to stay in the CPU's caches
+GATHERED = 1 << 16  # pairs handed on at once by gathered(): what follows pays per batch
 
 
 def self_join(
@@ -84,3 +87,61 @@ def _runs_meet(
     )
     for at, partner, distance in meetings:
         yield positions[at], partner, distance
+
+
+def gathered(
+    batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], at_least: int = GATHERED
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """self_join's batches (a CHUNK of candidates gives a few dozen pairs) joined into
+    batches of at least `at_least` pairs (the last may hold fewer), for a caller whose work
+    on a batch costs more per batch than per pair."""
+    held: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += len(batch[0])
+        if count >= at_least:
+            yield tuple(np.concatenate(column) for column in zip(*held, strict=True))
+            held, count = [], 0
+    if count:
+        yield tuple(np.concatenate(column) for column in zip(*held, strict=True))
+
+
+def self_join_beside(
+    bits: np.ndarray, radius: int, *, at_least: int = GATHERED
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """gathered(self_join(bits, radius)), the same batches in the same order, found by a
+    thread of its own: numpy lets go of the GIL in most of the join's array work, so while
+    the caller works on one batch (at 1M files, judging the pairs costs about what finding
+    them does), the next is found on the other core. Memory: at most two batches waiting."""
+    waiting: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()  # the caller stopped early: the thread must not wait forever
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def find() -> None:
+        try:
+            for batch in gathered(self_join(bits, radius), at_least):
+                if not offer(batch):
+                    return
+            offer(None)
+        except BaseException as error:  # handed to the caller, which raises it
+            offer(error)
+
+    thread = threading.Thread(target=find, name="dupwatch-self-join", daemon=True)
+    thread.start()
+    try:
+        while (item := waiting.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
