@@ -30,7 +30,7 @@ from dupwatch.index.fingerprint.file import (
     match_distance,
 )
 from dupwatch.index.fingerprint.geometry import ORIENTATIONS
-from dupwatch.index.fingerprint.pixels import same_pixels
+from dupwatch.index.fingerprint.pixels import may_share_pixels, same_pixels
 from dupwatch.index.fingerprint.transforms import (
     ORIENTATION_NAMES,
     orientations_for,
@@ -176,7 +176,12 @@ def _kind(a, b, fa: Fingerprint, fb: Fingerprint, result: Comparison, radius: in
     if fa.digest == fb.digest:
         return "exact"
     same_size = (fa.width, fa.height) == (fb.width, fb.height)
-    if result.full_distance == 0 and same_size and same_pixels(a, b):
+    if (
+        result.full_distance == 0
+        and same_size
+        and may_share_pixels(fa.format, fa.thumbnail, fb.format, fb.thumbnail)
+        and same_pixels(a, b)
+    ):
         return "pixel"
     if result.distance > radius:
         return None

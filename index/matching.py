@@ -12,6 +12,7 @@ import lmdb
 from dupwatch.index.fingerprint.detail import confirms_turned, near_allowed
 from dupwatch.index.fingerprint.file import Fingerprint, match_distance
 from dupwatch.index.fingerprint.geometry import ORIENTATIONS
+from dupwatch.index.fingerprint.pixels import may_share_pixels
 from dupwatch.index.matches import Match, best_first
 from dupwatch.index.pixel_digests import PixelDigests
 from dupwatch.index.store.crops import CropTable
@@ -146,7 +147,13 @@ class Matcher:
             return Kind.NEAR
         if record.digest == fp.digest:
             return Kind.EXACT
-        if full == 0 and (record.width, record.height) == (fp.width, fp.height) and path:
+        same_size = (record.width, record.height) == (fp.width, fp.height)
+        if (
+            full == 0
+            and same_size
+            and path
+            and may_share_pixels(fp.format, fp.thumbnail, record.format, record.thumbnail)
+        ):
             mine = self.pixels.of_file(path, fp.digest)
             if mine is not None and mine == self.pixels.of_record(txn, record, writable=writable):
                 return Kind.PIXEL
@@ -157,7 +164,11 @@ class Matcher:
         if record.digest == other.digest:
             return Kind.EXACT
         same_size = (record.width, record.height) == (other.width, other.height)
-        if record.bits == other.bits and same_size:
+        if (
+            record.bits == other.bits
+            and same_size
+            and may_share_pixels(record.format, record.thumbnail, other.format, other.thumbnail)
+        ):
             mine = self.pixels.of_record(txn, record, writable=True)
             if mine is not None and mine == self.pixels.of_record(txn, other, writable=True):
                 return Kind.PIXEL

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from dupwatch.index.fingerprint.file import match_distance
+from dupwatch.index.fingerprint.pixels import may_share_pixels
 from dupwatch.index.store.records import u64
 
 if TYPE_CHECKING:
@@ -74,16 +75,14 @@ class PixelPrefetch:
             radius = max(self.index.radius, self.index.pairs.radius(txn))
             for path, fp, _st in hashed:
                 for other_path, other in self._unwritten.get(fp.bits, ()):
-                    if _compared(fp, other.digest, (other.width, other.height), other.centre,
-                                 radius):  # fmt: skip
+                    if _compared(fp, other, radius):
                         wanted[path] = fp.digest
                         wanted[other_path] = other.digest
                 for file_id in store.ids(txn, b"by_hash", u64(fp.bits)):
                     record = store.record(txn, file_id)
                     if record is None or record.path == path:
                         continue
-                    size = (record.width, record.height)
-                    if not _compared(fp, record.digest, size, record.centre, radius):
+                    if not _compared(fp, record, radius):
                         continue
                     wanted[path] = fp.digest
                     if not record.has_pixel_digest and _unchanged(record):
@@ -107,14 +106,14 @@ class PixelPrefetch:
         self._unwritten.clear()
 
 
-def _compared(
-    fp: Fingerprint, digest: bytes, size: tuple[int, int], centre: int | None, radius: int
-) -> bool:
-    """True when the Index will compare the pixels of `fp`'s file and of a file with the
-    same pHash and this content digest, size and centre hash (matching.Matcher.kind)."""
-    if digest == fp.digest or size != (fp.width, fp.height):
+def _compared(fp: Fingerprint, other: Fingerprint | FileRecord, radius: int) -> bool:
+    """True when the Index will compare the pixels of `fp`'s file and of `other` (a
+    fingerprint or a record with the same pHash): matching.Matcher.kind."""
+    if other.digest == fp.digest or (other.width, other.height) != (fp.width, fp.height):
         return False
-    return match_distance(0, fp.centre, centre) <= radius
+    if not may_share_pixels(fp.format, fp.thumbnail, other.format, other.thumbnail):
+        return False
+    return match_distance(0, fp.centre, other.centre) <= radius
 
 
 def _unchanged(record: FileRecord) -> bool:

@@ -235,3 +235,29 @@ def test_same_pixel_copies_are_decoded_once_each(tmp_path: Path, index: Index) -
     photo("chelsea.png").rotate(180).save(pics / "turned.png")  # same size, other pixels
     turned = index.add(pics / "turned.png")
     assert all(m.kind != Kind.PIXEL for m in turned.matches)
+
+
+def test_resaves_whose_thumbnails_differ_are_near_without_a_full_decode(
+    tmp_path: Path, index: Index
+) -> None:
+    """A JPEG saved again at another quality (same size, same pHash, other pixels) is near,
+    told by the thumbnails alone: neither file is decoded in full. One whose pixels are the
+    same (EXIF changed), or a PNG of the same pixels, is still decoded and found pixel."""
+    pics = tmp_path / "jpegs"
+    pics.mkdir()
+    chelsea = photo("chelsea.png").convert("RGB")
+    chelsea.save(pics / "q95.jpg", quality=95)
+    chelsea.save(pics / "q85.jpg", quality=85)
+    first, resaved = index.add(pics / "q95.jpg"), index.add(pics / "q85.jpg")
+    assert resaved.record.bits == first.record.bits  # only pixels could tell them apart
+    assert [(m.record.id, m.kind) for m in resaved.matches] == [(first.record.id, Kind.NEAR)]
+    assert not any(r.has_pixel_digest for r in index.files())
+    data = (pics / "q95.jpg").read_bytes()
+    comment = b"labelled 2026-12-06"
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    (pics / "q95-noted.jpg").write_bytes(data[:2] + segment + data[2:])  # the same coefficients
+    with Image.open(pics / "q95.jpg") as img:
+        img.save(pics / "q95.png")  # the same pixels in another format
+    for name in ("q95-noted.jpg", "q95.png"):
+        again = index.add(pics / name)
+        assert (first.record.id, Kind.PIXEL) in [(m.record.id, m.kind) for m in again.matches]

@@ -7,6 +7,22 @@ import hashlib
 from dupwatch.index.fingerprint.decode import DEFAULT_MAX_PIXELS, FilePath, decode_upright
 
 
+def may_share_pixels(format_a: str, thumbnail_a: bytes, format_b: str, thumbnail_b: bytes) -> bool:
+    """False when two files of the same size cannot show the same pixels, by what their
+    fingerprints say: no full decode needed to call them near, not pixel.
+
+    Files of one format and size take the same road to their 16x16 thumbnail (the same JPEG
+    draft scale; the full picture otherwise), so the same pixels give the same thumbnail.
+    A JPEG's draft is made from its DCT coefficients rather than its pixels: two JPEGs could
+    in principle decode to the same pixels from coefficients whose drafts differ; they would
+    be called near, still a duplicate. Files of different formats (a JPEG and its PNG re-save)
+    or without a thumbnail are decoded, as before.
+    """
+    if format_a != format_b or not thumbnail_a or not thumbnail_b:
+        return True
+    return thumbnail_a == thumbnail_b
+
+
 def same_pixels(a: FilePath, b: FilePath, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
     """True when two files decode to the same upright picture: equal size, equal pixels.
 

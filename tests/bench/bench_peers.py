@@ -281,7 +281,8 @@ def main() -> None:
         print(f"making the photos in {photos} ...", file=sys.stderr)
         dupbench.generate(photos, seed=6, count=228, copies=60, sizes=(320, 1600))
     big = args.cache / f"scan-12mp-{args.big}"
-    bench_scan.make_photos(big, args.big, 12)
+    if args.only != "photos":
+        bench_scan.make_photos(big, args.big, 12)
     cluster = start_cluster() if args.cluster else None
     address = cluster.scheduler_address if cluster else None
     try:
