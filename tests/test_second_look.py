@@ -1,5 +1,6 @@
-"""The second look on arrays (fingerprint/detail.py): the crop comparison computed without
-making its 81 cuts equals making them, and many pairs at once answer as one pair at a time."""
+"""The second look on arrays (fingerprint/detail.py): correlations from whole-number sums
+equal their definition, the crop comparison computed without making its 81 cuts equals
+making them, and many pairs at once answer as one pair at a time."""
 
 from __future__ import annotations
 
@@ -74,6 +75,19 @@ def test_crop_correlations_equal_making_the_cuts(seed: int) -> None:
     fast = crop_correlations(a, b)
     slow = np.array([cut_and_correlate(x, y) for x, y in zip(a, b, strict=True)])
     np.testing.assert_allclose(fast, slow, atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_correlations_equal_their_definition(seed: int) -> None:
+    """From whole-number sums (float32, exact for thumbnails) as centring in float64 gives
+    them; 1.0 where either thumbnail is flat."""
+    a, b = pictures(seed, 40)
+    fast = np.array([correlation(x.tobytes(), y.tobytes()) for x, y in zip(a, b, strict=True)])
+    for i, (x, y) in enumerate(zip(a.astype(float), b.astype(float), strict=True)):
+        x, y = x - x.mean(), y - y.mean()
+        norm = np.sqrt((x * x).sum() * (y * y).sum())
+        assert abs(fast[i] - (x @ y / norm if norm > 0 else 1.0)) < 1e-12
 
 
 @settings(max_examples=20, deadline=None)

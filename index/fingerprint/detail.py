@@ -104,15 +104,23 @@ def _rows(thumbnail: bytes) -> NDArray[np.uint8]:
 
 
 def _correlations(a: NDArray[Any], b: NDArray[Any]) -> NDArray[np.float64]:
-    """Row-wise Pearson correlations; 1.0 where either row is flat."""
-    x = a.astype(np.float64)
-    y = b.astype(np.float64)
-    x -= x.mean(axis=1, keepdims=True)
-    y -= y.mean(axis=1, keepdims=True)
-    norms = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
-    dots = (x * y).sum(axis=1)
+    """Row-wise Pearson correlations of 8-bit rows; 1.0 where either row is flat.
+
+    From the rows' sums, sums of squares and dot products, which are whole numbers: in
+    float32 they are exact while a row's n * 255**2 stays below 2**24 (a 16x16 thumbnail: n =
+    256), and 3-6 times faster than centring the rows in float64 first (the recompute judges
+    ~17M pairs at 1M files and radius 14). Only the last division rounds."""
+    n = a.shape[1]
+    exact = np.float32 if n * 255**2 < 2**24 else np.float64
+    x = a.astype(exact)
+    y = b.astype(exact)
+    sx = x.sum(axis=1, dtype=np.float64)
+    sy = y.sum(axis=1, dtype=np.float64)
+    vx = n * np.einsum("ij,ij->i", x, x).astype(np.float64) - sx * sx  # n^2 times the variance
+    vy = n * np.einsum("ij,ij->i", y, y).astype(np.float64) - sy * sy
+    covariance = n * np.einsum("ij,ij->i", x, y).astype(np.float64) - sx * sy
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, dots / norms, 1.0)
+        return np.where((vx > 0) & (vy > 0), covariance / np.sqrt(vx * vy), 1.0)
 
 
 def crop_correlation(a: bytes, b: bytes) -> float:
