@@ -365,7 +365,10 @@ class Index:
     def recompute_pairs(self, radius: int) -> None:
         """Store the pairs of every file again, at a new radius."""
         radius = check_radius(radius)
-        self.store.write(lambda txn: self.pairs.store_all(txn, radius))
+        try:
+            self.store.write(lambda txn: self.pairs.store_all(txn, radius))
+        finally:
+            self.pairs.forget_judged()
 
     # Folders
 
@@ -442,7 +445,10 @@ class Index:
             rebuild_derived(self.store, self.hashes, txn)
             self.pairs.store_all(txn, self.pairs.radius(txn))
 
-        self.store.write(change)
+        try:
+            self.store.write(change)
+        finally:
+            self.pairs.forget_judged()
 
     def reindex(
         self,

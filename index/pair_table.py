@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 
 import lmdb
 import numpy as np
@@ -29,6 +30,23 @@ log = logging.getLogger(__name__)
 BESIDE_FROM = 100_000
 
 
+@dataclass
+class _Judged:
+    """The plain pairs of `catalog`'s files at `radius`, judged and spooled."""
+
+    catalog: Catalog
+    radius: int
+    spool: PairSpool
+
+    def fits(self, catalog: Catalog, radius: int) -> bool:
+        """True when these are the pairs of `catalog` at `radius`: the same files, with the
+        same content, hashes and detail (another process may write between two calls)."""
+        return radius == self.radius and all(
+            np.array_equal(getattr(catalog, f.name), getattr(self.catalog, f.name))
+            for f in fields(Catalog)
+        )
+
+
 class PairTable:
     """The pairs of one index; `default_radius` is the radius pairs are kept at until
     store_all() records another."""
@@ -38,6 +56,7 @@ class PairTable:
         self.matcher = matcher
         self.default_radius = default_radius
         self.db = store.dbs[b"pairs"]
+        self._judged: _Judged | None = None  # store_all's, when the map cut it short
 
     def put(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
         """Store `pair` of `file_id`, under both of its files."""
@@ -131,10 +150,42 @@ class PairTable:
         (store/selfjoin.py) judged on arrays as Matcher.find and pair_kind judge one pair
         (pair_arrays.py), spooled to files and appended in key order. Pairs found through a
         transform were confirmed on the pixels of both files when one arrived; they are kept
-        (those still within the radius) rather than read again."""
+        (those still within the radius) rather than read again.
+
+        The pairs can outgrow the map: Store.write then grows it and calls this again in a
+        new transaction. The judged pairs are kept for that call, and used when the files
+        are still what they were judged from (at 1M files and radius 14, the join and the
+        judging took ~100 s a time and were done twice)."""
         transformed = self._transformed_within(txn, radius)
-        txn.drop(self.db, delete=False)
         catalog = Catalog.read(self.store, txn)
+        judged, self._judged = self._judged, None
+        if judged is None or not judged.fits(catalog, radius):
+            if judged is not None:
+                judged.spool.discard()
+            judged = self._judge_all(txn, catalog, radius)
+        try:
+            txn.drop(self.db, delete=False)
+            judged.spool.store(txn, self.db)
+        except lmdb.MapFullError:
+            self._judged = judged  # for the call after the map has grown
+            raise
+        except BaseException:
+            judged.spool.discard()
+            raise
+        judged.spool.discard()
+        for file_id, pair in transformed:
+            if all(p.other != pair.other for p in self.of(txn, file_id)):
+                self.put(txn, file_id, pair)
+        self.store.put_meta(txn, b"pair_radius", str(radius).encode())
+
+    def forget_judged(self) -> None:
+        """Drop what store_all kept for a call that never came (the map could not grow)."""
+        if self._judged is not None:
+            self._judged.spool.discard()
+            self._judged = None
+
+    def _judge_all(self, txn: lmdb.Transaction, catalog: Catalog, radius: int) -> _Judged:
+        """Every plain pair of the catalog's files at `radius`, judged and spooled."""
         thumbnails = thumbnails_by_row(self.store, txn, self.store.folder)
         highest = int(catalog.ids[-1]) if len(catalog) else 0
         spool = PairSpool(self.store.folder, highest)
@@ -145,13 +196,10 @@ class PairTable:
                 joined = gathered(self_join(catalog.bits, radius))
             for a, b, full in joined:
                 self._spool_judged(txn, catalog, thumbnails, a, b, full, radius, spool)
-            spool.store(txn, self.db)
-        finally:
+        except BaseException:
             spool.discard()
-        for file_id, pair in transformed:
-            if all(p.other != pair.other for p in self.of(txn, file_id)):
-                self.put(txn, file_id, pair)
-        self.store.put_meta(txn, b"pair_radius", str(radius).encode())
+            raise
+        return _Judged(catalog, radius, spool)
 
     def _transformed_within(self, txn: lmdb.Transaction, radius: int) -> list[tuple[int, Pair]]:
         """The stored pairs found through a transform, at `radius` or closer, each once."""

@@ -179,6 +179,33 @@ def test_recomputed_pairs_equal_brute_force(
         assert pairs_of(index) == reference_pairs(index, 12) and index.check() == []
 
 
+def test_a_recompute_the_map_cuts_short_is_judged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the new pairs outgrow the map, the write is tried again once it has grown: the
+    pairs judged the first time are stored then, not found and judged again; nothing is
+    left in the index folder."""
+    stat = os.stat(tmp_path)
+    judged = []
+    judge_all = pair_table.PairTable._judge_all
+    monkeypatch.setattr(
+        pair_table.PairTable,
+        "_judge_all",
+        lambda self, *args: judged.append(args[-1]) or judge_all(self, *args),
+    )
+    with Index.open(tmp_path / "index") as index:
+        index.put_bulk((tmp_path / name, fp, stat) for name, fp in fingerprints(9, 300))
+        before = os.listdir(tmp_path / "index")
+        index.store.env.set_mapsize(1)  # LMDB keeps the pages in use: the map is full
+        small = index.store.env.info()["map_size"]
+        with caplog.at_level("INFO"):
+            index.recompute_pairs(16)
+        assert "map is full" in caplog.text and index.store.env.info()["map_size"] > small
+        assert judged == [16]
+        assert pairs_of(index) == reference_pairs(index, 16)
+        assert os.listdir(tmp_path / "index") == before
+
+
 @pytest.mark.parametrize("gather", [0, 97])
 @pytest.mark.parametrize("layout", [(16, 16, 16, 16), (21, 21, 22)])
 @pytest.mark.parametrize("radius", [0, 3, 8, 12, 16])

@@ -242,17 +242,16 @@ class PairSpool:
             rows[bounds[i] : bounds[i + 1]].tofile(self.files[i])
 
     def store(self, txn: lmdb.Transaction, db: object) -> None:
-        """Append every entry to the (empty) table `db`, range by range."""
+        """Append every entry to the (empty) table `db`, range by range. The files stay
+        until discard(): a transaction the map cuts short stores them again."""
         for handle in self.files:
             handle.close()
             rows = np.fromfile(handle.name, dtype=_SPOOLED)
-            os.unlink(handle.name)
             if not len(rows):
                 continue
             rows = rows[np.lexsort((rows["other"], rows["key"]))]
             values = _values(rows["other"], rows["distance"], rows["kind"])
             _put_sorted(txn, db, rows["key"], values)
-        os.rmdir(self.folder)
 
     def discard(self) -> None:
         for handle in self.files:
