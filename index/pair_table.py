@@ -166,17 +166,16 @@ class PairTable:
         try:
             txn.drop(self.db, delete=False)
             judged.spool.store(txn, self.db)
+            for file_id, pair in transformed:
+                if all(p.other != pair.other for p in self.of(txn, file_id)):
+                    self.put(txn, file_id, pair)
+            self.store.put_meta(txn, b"pair_radius", str(radius).encode())
         except lmdb.MapFullError:
             self._judged = judged  # for the call after the map has grown
             raise
-        except BaseException:
-            judged.spool.discard()
-            raise
-        judged.spool.discard()
-        for file_id, pair in transformed:
-            if all(p.other != pair.other for p in self.of(txn, file_id)):
-                self.put(txn, file_id, pair)
-        self.store.put_meta(txn, b"pair_radius", str(radius).encode())
+        finally:
+            if self._judged is not judged:
+                judged.spool.discard()
 
     def forget_judged(self) -> None:
         """Drop what store_all kept for a call that never came (the map could not grow)."""
