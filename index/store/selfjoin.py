@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,30 +36,78 @@ def self_join(
     """Every pair of rows (a, b), a < b, whose hashes are within `radius` bits: yields
     (a, b, distance) arrays, batch by batch. Equal hashes in two rows are a pair at 0."""
     bits = np.ascontiguousarray(bits, dtype=np.uint64)
-    n = len(bits)
-    if n < 2:
+    if len(bits) < 2:
         return
-    widths = (layout or Layout.for_size(n)).widths
-    index_type = np.int32 if n < 2**31 else np.int64
-    earlier: list[tuple[np.uint64, int]] = []  # (substring mask, threshold) already joined
+    widths = (layout or Layout.for_size(len(bits))).widths
+    for substring, masks in join_parts(widths, radius):
+        runs = SortedRuns.of(bits, widths, substring)
+        yield from join_part(runs, radius, widths, substring, masks, chunk=chunk)
+        del runs
+
+
+def join_parts(
+    widths: tuple[int, ...], radius: int, pieces: int = 1
+) -> list[tuple[int, tuple[int, ...]]]:
+    """The self-join as independent parts, (substring, masks): each pair within the radius
+    comes out of exactly one part (its first qualifying substring, and there the one mask
+    its two values differ by). Each substring's masks are cut into up to `pieces` parts,
+    for a cluster to share out; in substring order, so the sort of one serves its parts."""
+    parts = []
+    for substring, threshold in enumerate(thresholds(radius, widths)):
+        if threshold < 0:
+            continue
+        masks = ball(widths[substring], threshold)
+        for piece in np.array_split(masks, min(pieces, len(masks))):
+            parts.append((substring, tuple(piece.tolist())))
+    return parts
+
+
+@dataclass(frozen=True)
+class SortedRuns:
+    """The hashes sorted by one substring: each substring value is one run, from
+    starts[v] to starts[v + 1]; `order` maps a sorted position back to its row."""
+
+    order: np.ndarray
+    keys: np.ndarray
+    sorted_bits: np.ndarray
+    starts: np.ndarray
+
+    @staticmethod
+    def of(bits: np.ndarray, widths: tuple[int, ...], substring: int) -> SortedRuns:
+        width, shift = widths[substring], sum(widths[:substring])
+        index_type = np.int32 if len(bits) < 2**31 else np.int64
+        key = ((bits >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+        order = np.argsort(key, kind="stable").astype(index_type)
+        keys = key[order]
+        del key
+        starts = np.zeros((1 << width) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys, minlength=1 << width), out=starts[1:])
+        return SortedRuns(order, keys, bits[order], starts)
+
+
+def join_part(
+    runs: SortedRuns,
+    radius: int,
+    widths: tuple[int, ...],
+    substring: int,
+    masks: tuple[int, ...],
+    *,
+    chunk: int = CHUNK,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The pairs (a, b, distance), a < b, of one part of join_parts(), `runs` sorted by
+    its substring: those found through it and through none before it."""
+    earlier: list[tuple[np.uint64, int]] = []  # (substring mask, threshold) joined before
     shift = 0
-    for width, threshold in zip(widths, thresholds(radius, widths), strict=True):
-        mask = np.uint64(((1 << width) - 1) << shift)
-        if threshold >= 0:
-            key = ((bits >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
-            order = np.argsort(key, kind="stable").astype(index_type)
-            keys = key[order]
-            del key
-            sorted_bits = bits[order]
-            starts = np.zeros((1 << width) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(keys, minlength=1 << width), out=starts[1:])
-            for mu in ball(width, threshold).tolist():
-                for a, b, d in _runs_meet(keys, sorted_bits, starts, mu, radius, earlier, chunk):
-                    a, b = order[a], order[b]
-                    yield np.minimum(a, b), np.maximum(a, b), d
-            del order, keys, sorted_bits, starts
-        earlier.append((mask, threshold))
+    for width, threshold in list(zip(widths, thresholds(radius, widths), strict=True))[:substring]:
+        earlier.append((np.uint64(((1 << width) - 1) << shift), threshold))
         shift += width
+    order = runs.order
+    for mu in masks:
+        for a, b, d in _runs_meet(
+            runs.keys, runs.sorted_bits, runs.starts, mu, radius, earlier, chunk
+        ):
+            a, b = order[a], order[b]
+            yield np.minimum(a, b), np.maximum(a, b), d
 
 
 def _runs_meet(

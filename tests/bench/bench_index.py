@@ -15,7 +15,9 @@ strangers ~32), prints one table:
   (Index.groups: recompute_pairs by the self-join, then the groups), in a fresh process whose
   peak RSS and index size on disk are reported;
 - self-join at radius 8 and 12 (store/selfjoin.py), or an estimate from the first
-  --join-budget-s seconds of its masks when the whole would take longer.
+  --join-budget-s seconds of its masks when the whole would take longer; with
+  --cluster-join, also the same joins on a distributed.LocalCluster of 2 worker processes
+  (cluster_join.py: on one 2-core machine the row shows the cluster's overhead, not a gain).
 
 Flat, tree and pybktree rows for the build, groups and joins are estimates from their
 measured query p50 in the same run (a build queries each file against about half the index
@@ -235,30 +237,18 @@ def measure_build(args: argparse.Namespace) -> dict:
 def measure_join(bits: np.ndarray, radius: int, budget_s: float) -> tuple[float, int, bool]:
     """(seconds, pairs, estimated): the whole self-join, or its first `budget_s` seconds of
     masks scaled by the share of masks done (each mask meets about the same candidates)."""
-    from dupwatch.index.store.multi_index import Layout, ball, thresholds
-    from dupwatch.index.store.selfjoin import CHUNK, _runs_meet
+    from dupwatch.index.store.multi_index import Layout
+    from dupwatch.index.store.selfjoin import SortedRuns, join_part, join_parts
 
-    layout = Layout.for_size(len(bits))
-    widths = layout.widths
-    units = [(i, mu) for i, t in enumerate(thresholds(radius, widths)) if t >= 0
-             for mu in ball(widths[i], t).tolist()]  # fmt: skip
+    widths = Layout.for_size(len(bits)).widths
+    units = [(i, mu) for i, masks in join_parts(widths, radius) for mu in masks]
     start = time.perf_counter()
     pairs = done = 0
-    earlier: list = []
-    current = None
+    runs, current = None, None
     for i, mu in units:
         if current != i:
-            shift = sum(widths[:i])
-            key = ((bits >> np.uint64(shift)) & np.uint64((1 << widths[i]) - 1)).astype(np.int64)
-            order = np.argsort(key, kind="stable")
-            keys, sorted_bits = key[order], bits[order]
-            starts = np.zeros((1 << widths[i]) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(keys, minlength=1 << widths[i]), out=starts[1:])
-            earlier = [(np.uint64(((1 << w) - 1) << sum(widths[:j])), t)
-                       for j, (w, t) in enumerate(zip(widths, thresholds(radius, widths),
-                                                      strict=True)) if j < i]  # fmt: skip
-            current = i
-        for a, _, _ in _runs_meet(keys, sorted_bits, starts, mu, radius, earlier, CHUNK):
+            runs, current = SortedRuns.of(bits, widths, i), i
+        for a, _, _ in join_part(runs, radius, widths, i, (mu,)):
             pairs += len(a)
         done += 1
         if time.perf_counter() - start > budget_s:
@@ -268,6 +258,24 @@ def measure_join(bits: np.ndarray, radius: int, budget_s: float) -> tuple[float,
         # The first masks (fewest bits) find most pairs: the pairs are not extrapolated.
         return elapsed * len(units) / done, -pairs, True
     return elapsed, pairs, False
+
+
+def measure_cluster_join(bits: np.ndarray, radii: list[int]) -> dict[int, tuple[float, int]]:
+    """(seconds, pairs) of the whole self-join on a LocalCluster, at each radius."""
+    import distributed
+
+    from dupwatch.index.cluster_join import ClusterJoin
+
+    out = {}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        for radius in radii:
+            start = time.perf_counter()
+            pairs = sum(len(a) for a, _, _ in ClusterJoin(cluster.scheduler_address)(bits, radius))
+            out[radius] = (time.perf_counter() - start, pairs)
+            print(f"joined on the cluster at {radius}", file=sys.stderr, flush=True)
+    return out
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -296,6 +304,8 @@ def main() -> None:
     parser.add_argument("--groups-radius", type=int, default=14)
     parser.add_argument("--join-radii", default="8,12")
     parser.add_argument("--join-budget-s", type=float, default=600)
+    parser.add_argument("--cluster-join", action="store_true",
+                        help="also the self-joins on a LocalCluster")  # fmt: skip
     parser.add_argument("--build-budget-s", type=float, default=float("inf"),
                         help="stop the build after this and extrapolate")  # fmt: skip
     parser.add_argument("--no-tree", action="store_true", help="skip the BK-tree")
@@ -318,6 +328,7 @@ def main() -> None:
             for radius in (int(r) for r in args.join_radii.split(",")):
                 joins[radius] = measure_join(bits, radius, args.join_budget_s)
                 print(f"joined at {radius}", file=sys.stderr, flush=True)
+        cluster_joins = measure_cluster_join(bits, list(joins)) if args.cluster_join else {}
     finally:
         if made:
             shutil.rmtree(args.workdir, ignore_errors=True)
@@ -371,6 +382,9 @@ def main() -> None:
         found = f"{pairs:,} pairs" if pairs >= 0 else f"{-pairs:,} pairs in the masks done"
         print(f"{f'self-join r{radius}':<34} | {label:>10} | {fmt_s(est['flat']):>12} | "
               f"{fmt_s(est['tree']):>12} | {fmt_s(est['pybk']):>12} | {found}")  # fmt: skip
+    for radius, (seconds, pairs) in cluster_joins.items():
+        print(f"{f'self-join r{radius}, LocalCluster':<34} | {fmt_s(seconds):>10} | "
+              f"{'':>12} | {'':>12} | {'':>12} | {pairs:,} pairs (2 worker processes)")  # fmt: skip
     if build:
         peak = build["memory_after_kb"]["VmHWM"] / 1024
         print(f"\n    index on disk after build     {build['disk_after_build'] / n:.0f} B/image "
