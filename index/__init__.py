@@ -12,8 +12,9 @@ Layers, each importing only those before it:
   consistency check).
 - the Index API, in this folder: `index.py` (the Index: add, remove, move, query, groups),
   with `matches.py`, `groups.py`, `grouping.py`, `transformed.py`, `pixel_digests.py`,
-  `prefetch.py`, `folders.py`, `writing.py`, `bulk.py`, `pair_arrays.py` and `update.py`
-  below it, and `ignore.py` and `compare.py` above it.
+  `prefetch.py`, `folders.py`, `writing.py`, `bulk.py`, `pair_arrays.py`, `cluster_join.py`
+  (the self-join on a Dask cluster) and `update.py` below it, and `ignore.py` and
+  `compare.py` above it.
 - `cleanup/`: acting on duplicates (quarantine, label files).
 
 Names are exported lazily: `from dupwatch.index.errors import ...` (which the command line

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 
 import lmdb
@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 # Files from which recompute's self-join runs in a thread beside the judging, when there is
 # a second core (at 1M: 242 -> 207 s); below it the whole join takes seconds.
 BESIDE_FROM = 100_000
+
+# Every pair of rows (a, b), a < b, of a hash array within a radius, with its distance, in
+# batches of selfjoin.GATHERED pairs or more (the judging costs per batch).
+Join = Callable[[np.ndarray, int], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def local_join(bits: np.ndarray, radius: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """The self-join on this machine: in a thread beside the caller when there is a second
+    core and enough files for it to matter."""
+    if len(bits) >= BESIDE_FROM and len(os.sched_getaffinity(0)) > 1:
+        return self_join_beside(bits, radius)
+    return gathered(self_join(bits, radius))
 
 
 @dataclass
@@ -57,6 +69,7 @@ class PairTable:
         self.default_radius = default_radius
         self.db = store.dbs[b"pairs"]
         self._judged: _Judged | None = None  # store_all's, when the map cut it short
+        self.join: Join = local_join  # or on a cluster: dupwatch.index.cluster_join
 
     def put(self, txn: lmdb.Transaction, file_id: int, pair: Pair) -> None:
         """Store `pair` of `file_id`, under both of its files."""
@@ -189,11 +202,7 @@ class PairTable:
         highest = int(catalog.ids[-1]) if len(catalog) else 0
         spool = PairSpool(self.store.folder, highest)
         try:
-            if len(catalog) >= BESIDE_FROM and len(os.sched_getaffinity(0)) > 1:
-                joined = self_join_beside(catalog.bits, radius)
-            else:
-                joined = gathered(self_join(catalog.bits, radius))
-            for a, b, full in joined:
+            for a, b, full in self.join(catalog.bits, radius):
                 self._spool_judged(txn, catalog, thumbnails, a, b, full, radius, spool)
         except BaseException:
             spool.discard()

@@ -11,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 from PIL import Image
 
 from dupwatch.index import Index
+from dupwatch.index.cluster_join import ClusterJoin
 from dupwatch.index.hashing.child import HASH, ChildHasher
 from dupwatch.index.hashing.cluster import ClusterError, DaskEngine
 from dupwatch.index.hashing.limits import TimedOut
 from dupwatch.index.hashing.tasks import hash_file
+from dupwatch.index.store import TABLES, u64
+from dupwatch.index.store.selfjoin import self_join
 
 from support import TIMEOUT_S, dupwatch, photo, wait_for
 
@@ -225,3 +229,104 @@ def test_the_child_hasher_blames_the_file_that_kills_it(tmp_path) -> None:
 def test_a_cluster_error_is_a_dupwatch_error() -> None:
     with pytest.raises(ClusterError, match="cannot reach"):
         DaskEngine("tcp://127.0.0.1:9")
+
+
+# The self-join on the cluster
+
+
+def clustered_hashes(count: int, seed: int) -> np.ndarray:
+    """Random 64-bit hashes, a third of them copies of others with 1-8 bits flipped, and
+    some equal ones."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**64, count, dtype=np.uint64)
+    copies = rng.choice(count, count // 3, replace=False)
+    flips = rng.integers(0, 64, (len(copies), 8))
+    for column in range(rng.integers(1, 9)):
+        bits[copies] = bits[copies - 1] ^ (np.uint64(1) << flips[:, column].astype(np.uint64))
+    bits[: count // 50] = bits[count // 50 : 2 * (count // 50)]
+    return bits
+
+
+def parts_done(cluster) -> int:
+    """Self-join parts the cluster has finished so far (dask names them by the function)."""
+    prefix = cluster.scheduler.task_prefixes.get("join_remote")
+    return prefix.state_counts["memory"] if prefix is not None else 0
+
+
+def all_pairs(batches) -> list[tuple[int, int, int]]:
+    return sorted(
+        (a, b, d) for batch in batches for a, b, d in zip(*(c.tolist() for c in batch), strict=True)
+    )
+
+
+@pytest.mark.parametrize("radius", [0, 3, 8, 12, 16])
+def test_the_self_join_on_the_cluster_finds_the_local_pairs(cluster, radius) -> None:
+    bits = clustered_hashes(20_000, seed=radius)
+    expected = all_pairs(self_join(bits, radius))
+    assert expected  # there are pairs to find at every radius
+    assert all_pairs(ClusterJoin(cluster.scheduler_address)(bits, radius)) == expected
+
+
+def test_a_worker_lost_mid_join_loses_no_pair(cluster) -> None:
+    bits = clustered_hashes(100_000, seed=7)
+    join = ClusterJoin(cluster.scheduler_address)
+    parts = join._parts(bits, 10)  # part by part, to kill a worker between two of them
+    found = [next(parts)]
+    with distributed.Client(cluster.scheduler_address) as client:
+        pids = client.run(os.getpid)
+        busy = wait_for(
+            lambda: [w for w, tasks in client.processing().items() if tasks],
+            TIMEOUT_S,
+            "a worker with a part in hand",
+        )
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        found.extend(parts)
+        wait_for(lambda: len(client.nthreads()) == 2, TIMEOUT_S, "a new worker")
+    assert all_pairs(found) == all_pairs(self_join(bits, 10))
+
+
+def test_groups_at_a_larger_radius_find_their_pairs_on_the_cluster(
+    cluster, pictures, tmp_path
+) -> None:
+    dupwatch("scan", pictures, "--radius", "6", index=tmp_path / "local", check=True)
+    dupwatch("scan", pictures, "--radius", "6", index=tmp_path / "remote", check=True)
+    joined_before = parts_done(cluster)
+    local = dupwatch("groups", "--radius", "14", "--json", index=tmp_path / "local", check=True)
+    config = tmp_path / "config.toml"
+    config.write_text(f'cluster = "{cluster.scheduler_address}"\n')
+    remote = dupwatch(
+        "groups", "--radius", "14", "--json", "--config", config,
+        index=tmp_path / "remote", check=True,
+    )  # fmt: skip
+    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    assert dump(tmp_path / "remote", pictures) == dump(tmp_path / "local", pictures)
+    assert parts_done(cluster) > joined_before  # the parts ran on the cluster's workers
+
+
+def test_a_repair_finds_the_pairs_again_on_the_cluster(cluster, pictures, tmp_path) -> None:
+    index = tmp_path / "index"
+    dupwatch("scan", pictures, index=index, check=True)
+    before = dump(index, pictures)
+    with Index.open(index) as ix:
+        record = next(iter(ix.files()))
+    env = lmdb.open(str(index), max_dbs=len(TABLES))
+    pairs = env.open_db(b"pairs", dupsort=True, create=False)
+    by_hash = env.open_db(b"by_hash", dupsort=True, create=False)
+    with env.begin(write=True) as txn:
+        txn.drop(pairs, delete=False)  # the pairs lost
+        txn.delete(u64(record.bits), u64(record.id), db=by_hash)  # damage check finds
+    env.close()
+    lost = dump(index, pictures)
+    assert lost["groups"] == []
+
+    unreachable = dupwatch("check", "--repair", "--cluster", "tcp://127.0.0.1:9", index=index)
+    assert unreachable.returncode == 2
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.stderr
+    assert dump(index, pictures) == lost  # nothing changed
+
+    joined_before = parts_done(cluster)
+    repaired = dupwatch("check", "--repair", "--cluster", cluster.scheduler_address, index=index)
+    assert repaired.returncode == 0, repaired.stderr
+    assert dump(index, pictures) == before
+    assert parts_done(cluster) > joined_before
+    assert dupwatch("check", index=index).returncode == 0

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups.add_argument(
         "folders", nargs="*", type=options.folder, metavar="DIR", help="only groups touching these"
     )
+    add_cluster_option(groups, "find the pairs at a larger --radius")
     add_review_commands(command, matching, output, grouping)
     compare = command(
         "compare", "how two images compare under each hash; calibrate --radius",
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--repair", action="store_true", help="rebuild the derived tables from the file records"
     )
+    add_cluster_option(check, "find the pairs again for --repair")
     reindex = command("reindex", "hash every indexed file again (new hash version)", matching)
     reindex.add_argument("--workers", type=options.workers, metavar="N", help="hashing processes")
     add_cluster_option(reindex)
@@ -206,15 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_cluster_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cluster",
-        type=options.cluster,
-        metavar="ADDRESS",
-        help="hash on the workers of this Dask cluster, e.g. tcp://scheduler:8786 (default: "
-        "the config's cluster, else processes here; needs dupwatch[dask] and the folders "
-        "at the same path on every worker)",
-    )
+def add_cluster_option(parser: argparse.ArgumentParser, work: str | None = None) -> None:
+    """--cluster: hash (or do `work`) on the workers of a Dask cluster."""
+    if work is None:
+        what = (
+            "hash on the workers of this Dask cluster, e.g. tcp://scheduler:8786 (default: "
+            "the config's cluster, else processes here; needs dupwatch[dask] and the folders "
+            "at the same path on every worker; a larger --radius finds its pairs there too)"
+        )
+    else:
+        what = (
+            f"{work} on the workers of this Dask cluster, e.g. tcp://scheduler:8786 "
+            "(default: the config's cluster, else here; needs dupwatch[dask])"
+        )
+    parser.add_argument("--cluster", type=options.cluster, metavar="ADDRESS", help=what)
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

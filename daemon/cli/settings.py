@@ -44,9 +44,16 @@ def open_index(args: argparse.Namespace, *, readonly: bool = False) -> Index:
     from dupwatch.index.index import Index
 
     config = settings(args)
-    return Index.open(
+    index = Index.open(
         index_path(args), radius=config.radius, readonly=readonly, transforms=config.transforms
     )
+    cluster = getattr(args, "cluster", None) or config.cluster
+    if cluster:
+        # Finding every pair again (a larger --radius, --repair) runs on its workers.
+        from dupwatch.index.cluster_join import ClusterJoin
+
+        index.pairs.join = ClusterJoin(cluster)
+    return index
 
 
 def existing_index(args: argparse.Namespace) -> Index:

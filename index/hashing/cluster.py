@@ -36,6 +36,27 @@ class ClusterError(DupwatchError):
     """The Dask cluster cannot be used: not reachable, not set up, or it cannot see the files."""
 
 
+def connect(address: str) -> tuple[Any, int]:
+    """A client of the Dask cluster whose scheduler is at `address`, and its worker threads;
+    ClusterError when it cannot be used."""
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError(
+            "working on a Dask cluster needs the `distributed` package: "
+            "pip install 'dupwatch[dask]'"
+        ) from None
+    try:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+    except OSError as error:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+    threads = sum(client.nthreads().values())
+    if not threads:
+        client.close()
+        raise ClusterError(f"the Dask cluster at {address} has no workers")
+    return client, threads
+
+
 class DaskEngine:
     """Hash on the workers of the Dask cluster at `address` (its scheduler)."""
 
@@ -46,26 +67,13 @@ class DaskEngine:
         timeout_s: float | None = HASH_TIMEOUT_S,
         memory_bytes: int | None = WORKER_MEMORY_BYTES,
     ) -> None:
-        try:
-            import distributed
-        except ImportError:
-            raise ClusterError(
-                "hashing on a Dask cluster needs the `distributed` package: "
-                "pip install 'dupwatch[dask]'"
-            ) from None
+        self.client, self.workers = connect(address)
+        import distributed  # connect() found it
+
         self._distributed = distributed
         self.address = address
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
-        try:
-            self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
-        except OSError as error:
-            raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from None
-        threads = self.client.nthreads()
-        if not threads:
-            self.client.close()
-            raise ClusterError(f"the Dask cluster at {address} has no workers")
-        self.workers = sum(threads.values())
 
     def __enter__(self) -> DaskEngine:
         return self
