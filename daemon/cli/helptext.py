@@ -30,7 +30,8 @@ examples:
 examples:
   dupwatch groups
   dupwatch groups ~/labels/val --csv > groups.csv
-  dupwatch groups --keep newest --prefer ~/labels/train""",
+  dupwatch groups --keep newest --prefer ~/labels/train
+  dupwatch groups --radius 14 --cluster tcp://scheduler:8786   find the new pairs there""",
     "report": """\
 examples:
   dupwatch report --open
