@@ -49,8 +49,10 @@ class Hashers:
             try:
                 return self.pool.submit(job, paths, self.hash_timeout_s)
             except Exception as error:  # a broken pool, or a forkserver killed mid-start
-                if attempt or not self.replace():
+                if attempt:
                     self._retry_later(error)
+                elif not self.replace():
+                    return None  # replace() set when to try again
         return None
 
     def pixel_digests(self, paths: list[bytes]) -> PixelJob:
