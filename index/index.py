@@ -62,6 +62,7 @@ class Index:
         self.radius = check_radius(radius)
         # The distinct hashes of the files, searchable by radius (multi-index hashing).
         self.hashes = SubstringIndex(store.env, db=store.dbs[b"substrings"])
+        store.hold_snapshots(self.hashes.release)
         self.pixels = PixelDigests(store)
         # Which transformed copies new files and queries are also matched against.
         self.transforms = parse_transforms(transforms)

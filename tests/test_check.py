@@ -173,7 +173,7 @@ def test_a_schema_1_index_is_migrated_when_opened(tmp_path: Path) -> None:
         assert len(ix.groups()) == 1
     env, dbs = raw_env(index)
     with env.begin() as txn:
-        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 5
+        assert int(txn.get(b"schema", db=dbs[b"meta"])) == SCHEMA_VERSION == 6
         # Migrated at schema 1's radius 8, then groups() at the default radius stored them again.
         assert txn.get(b"pair_radius", db=dbs[b"meta"]) == str(DEFAULT_RADIUS).encode()
     env.close()
@@ -317,7 +317,7 @@ def test_a_schema_4_index_gets_substring_tables_when_opened(indexed: tuple[Path,
         assert [(g.keep.path, [m.record.path for m in g.members]) for g in ix.groups()] == groups
     env = lmdb.open(str(index), max_dbs=len(TABLES) + 1)
     with env.begin() as txn:
-        assert txn.get(b"schema", db=env.open_db(b"meta", txn=txn)) == b"5"
+        assert txn.get(b"schema", db=env.open_db(b"meta", txn=txn)) == b"6"
         table = env.open_db(b"pairs", txn=txn, create=False)
         assert table.flags(txn)["dupfixed"]
         assert sorted((bytes(k), bytes(v)) for k, v in txn.cursor(db=table)) == sorted(pairs)
@@ -353,3 +353,26 @@ def test_repair_rebuilds_the_substring_tables(indexed: tuple[Path, Path]) -> Non
         assert ix.check() == [] and ix.quick_check() == []
         assert len(ix.groups()) == 3
         assert ix.update([pics]).hashed == 0
+
+
+def test_a_schema_5_index_gets_a_token_for_its_base(indexed: tuple[Path, Path]) -> None:
+    """Schema 5's substring head had no token: opened for writing, it gains one (with which
+    reads hold the base between writes), the rest as it was."""
+    pics, index = indexed
+    env, dbs = raw_env(index)
+    with env.begin(write=True) as txn:
+        head = bytes(txn.get(b"head", db=dbs[b"substrings"]))
+        txn.put(b"head", head[:33], db=dbs[b"substrings"])
+        txn.put(b"schema", b"5", db=dbs[b"meta"])
+    env.close()
+
+    with Index.open(index) as ix:
+        record = ix.get(pics / "coffee.jpg")
+        assert record.id in {m.record.id for m in ix.query(record.bits, radius=0)}
+        assert ix.check() == []
+    env, dbs = raw_env(index)
+    with env.begin() as txn:
+        assert txn.get(b"schema", db=dbs[b"meta"]) == b"6"
+        migrated = bytes(txn.get(b"head", db=dbs[b"substrings"]))
+        assert migrated[:33] == head[:33] and len(migrated) == 41 and any(migrated[33:])
+    env.close()

@@ -220,6 +220,87 @@ def test_problems_name_a_damaged_table(tmp_path: Path) -> None:
     index.close()
 
 
+# --- the pinned base ----------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    first=hash_lists,
+    steps=st.lists(
+        st.tuples(st.sampled_from(["update", "remove", "rebuild"]), hash_lists), max_size=8
+    ),
+    data=st.data(),
+)
+def test_a_reader_sees_every_write_made_beside_its_pin(
+    first: list[int], steps: list[tuple[str, list[int]]], data: st.DataObject
+) -> None:
+    """Another object writes (as another process would): the reader's pin is never let go
+    by those writes, yet every read equals brute force on what is stored now."""
+    folder = tempfile.mkdtemp(prefix="substrings-", dir="/tmp")
+    env = lmdb.open(folder, max_dbs=2, map_size=1 << 30)
+    try:
+        writer = SubstringIndex(env, min_delta=2)
+        reader = SubstringIndex(env, min_delta=2)
+        writer.rebuild(np.array(first, dtype=np.uint64))
+        model = set(first)
+        for action, items in steps:
+            if action == "update":
+                writer.update(items)
+                model |= set(items)
+            elif action == "remove":
+                for bits in items[:3] + list(model)[:2]:
+                    writer.remove(bits)
+                    model.discard(bits)
+            else:
+                writer.rebuild(np.array(items, dtype=np.uint64))
+                model = set(items)
+            queries = [data.draw(queries_near(sorted(model)))] if model else [0]
+            for bits in queries:
+                radius = data.draw(radii)
+                assert reader.find(bits, radius) == brute_force(model, bits, radius)
+            assert sorted(reader) == sorted(model)
+    finally:
+        env.close()
+        shutil.rmtree(folder)
+
+
+def test_reads_reuse_the_pin_and_writes_let_it_go(tmp_path: Path) -> None:
+    index = SubstringIndex.open(tmp_path / "ix", min_delta=2)
+    index.rebuild(np.arange(0, 3000, 7, dtype=np.uint64))
+    assert index.find(14, 0) == [(0, 14)]
+    pin = index._pin
+    assert pin is not None
+    index.find(21, 3)
+    index.find_many([0, 7], 2)
+    assert index._pin is pin  # one snapshot, read once, for every query
+    index.add(1)  # into the delta: the base is the same, the pin is let go all the same
+    assert index._pin is None
+    assert index.find(1, 0) == [(0, 1)]
+    assert index._pin is not None and index._pin.token == pin.token
+    index.close()
+    assert index._pin is None
+
+
+def test_the_store_lets_the_pin_go_before_a_write_and_a_resize(tmp_path: Path) -> None:
+    from dupwatch.index.index import Index
+
+    with Index.open(tmp_path / "index") as index:
+        with index.store.read() as txn:
+            index.hashes.find(3, 4, txn=txn)  # an empty table: nothing to pin
+        index.hashes.rebuild(np.arange(1000, dtype=np.uint64))
+        with index.store.read() as txn:
+            assert index.hashes.find(3, 0, txn=txn) == [(0, 3)]
+        assert index.hashes._pin is not None
+        index.store.write(lambda txn: None)
+        assert index.hashes._pin is None
+        with index.store.read() as txn:
+            index.hashes.find(3, 0, txn=txn)
+        index.store._grow()
+        assert index.hashes._pin is None
+        with index.store.read() as txn:
+            assert index.hashes.find(999, 0, txn=txn) == [(0, 999)]
+
+
 # --- interleaved adds and removes ---------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from dupwatch.index.store.records import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 INITIAL_MAP_SIZE = 1 << 30  # bytes; the map doubles whenever it fills
 MAX_MAP_SIZE = 1 << 40
 
@@ -129,6 +129,7 @@ class Store:
         self.folder = os.fspath(folder)
         self.readonly = readonly
         self._gate = _Gate()
+        self._snapshot_holders: list[Callable[[], None]] = []
         try:
             if readonly:
                 if not os.path.exists(os.path.join(self.folder, "data.mdb")):
@@ -156,7 +157,19 @@ class Store:
         self._check_meta(hash_params, check_params)
 
     def close(self) -> None:
+        self._release_snapshots()
         self.env.close()
+
+    def hold_snapshots(self, release: Callable[[], None]) -> None:
+        """Register a reader that keeps a read transaction open across calls (the substring
+        tables' pin): `release` lets it go, and is called before every write (a held
+        snapshot keeps the pages the write frees from reuse) and every map resize (which
+        would leave its memory views pointing at the old map)."""
+        self._snapshot_holders.append(release)
+
+    def _release_snapshots(self) -> None:
+        for release in self._snapshot_holders:
+            release()
 
     def _missing_tables_reason(self, hash_params: dict, check_params: bool) -> str:
         """Why a read-only open found tables missing: an older schema, or no index."""
@@ -234,6 +247,7 @@ class Store:
         """Run `change` in one write transaction, growing the map and retrying when full."""
         if self.readonly:
             raise StoreError(f"{self.folder}: the index is open read-only")
+        self._release_snapshots()
         while True:
             try:
                 with self._gate.reading(), self.env.begin(write=True) as txn:
@@ -249,10 +263,12 @@ class Store:
             raise StoreError(f"{self.folder}: the index would outgrow {MAX_MAP_SIZE} bytes")
         log.info("%s: the index map is full; growing it to %d MiB", self.folder, size >> 20)
         with self._gate.alone():
+            self._release_snapshots()
             self.env.set_mapsize(size)
 
     def _adopt_new_size(self) -> None:
         with self._gate.alone():
+            self._release_snapshots()
             self.env.set_mapsize(0)
 
     # Meta values

@@ -8,6 +8,7 @@ closed with it) and puts the handle it leaves in the tables it was given.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -106,6 +107,17 @@ def _4_to_5(env: lmdb.Environment, txn: lmdb.Transaction, dbs: Tables) -> None:
     dbs[b"pairs"] = pairs
 
 
+_SCHEMA_5_HEAD = struct.calcsize("<B8sQQQ")  # the substring tables' head before its token
+
+
+def _5_to_6(txn: lmdb.Transaction, dbs: Tables) -> None:
+    """Schema 6 gives the substring tables' base a token, new with each base written, so
+    reads can hold a base between writes (substrings.py): the head gains 8 random bytes."""
+    head = txn.get(b"head", db=dbs[b"substrings"])
+    if head is not None and len(head) == _SCHEMA_5_HEAD:
+        txn.put(b"head", bytes(head) + os.urandom(8), db=dbs[b"substrings"])
+
+
 def _all_entries(txn: lmdb.Transaction, db: object) -> np.ndarray:
     """Every (key + value) of a table of 11-byte values, in its order, as one array."""
     out = np.empty(txn.stat(db)["entries"], dtype=f"V{_PAIR_VALUE}")
@@ -134,4 +146,5 @@ MIGRATIONS: dict[int, Step] = {
     2: _without_env(_2_to_3),
     3: _without_env(_3_to_4),
     4: _4_to_5,
+    5: _without_env(_5_to_6),
 }

@@ -11,9 +11,13 @@ table, a handful of keys, every value a packed array read zero-copy):
   transaction. A single add rewrites one small delta chunk, never the base.
 - head: the layout (m and the widths) and the counts.
 
-py-lmdb touches every page of a value it returns (~1.3 us per MB), so a query pays for the
-base's size (~8 bytes x m a hash): fine at 10M (about 0.3 ms), which is why the base is
-not split into finer values (each would cost a B-tree lookup, ~0.5 us, and a numpy call).
+py-lmdb touches every page of a value it returns (~2 us per MB: ~70 us for the base at 1M,
+~0.5 ms at 10M), so reads hold on to the base: a pin (_Pin) keeps one read transaction open
+and its base at hand, and a query whose head carries the same token (every base written
+gets a new one) reads the base there and only the small keys in its own transaction. Any
+write through this object, and the Store before each write and map resize, lets the pin go:
+held, it keeps its snapshot's pages from being reused. The base is not split into finer
+values instead: a query at radius 12 would then read dozens of them.
 
 Opening reads nothing: there is nothing to rebuild. Like the BK-tree (bktree.py, whose
 interface this keeps), this is a set of distinct hashes; mapping them to files is the
@@ -23,7 +27,9 @@ Index's job.
 from __future__ import annotations
 
 import operator
+import os
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +59,8 @@ _BASE_KEY = b"base"
 _OFFS_KEY = b"offs"
 _DEAD_KEY = b"dead"
 _DELTA_PREFIX = b"d"
-_HEAD = struct.Struct("<B8sQQQ")  # m, widths, base count, delta count, dead count
+_HEAD = struct.Struct("<B8sQQQ8s")  # m, widths, base, delta and dead counts, base token
+PIN_SECONDS = 5.0  # a pin older than this is taken anew, so its snapshot is never old
 _U64 = np.dtype("<u8")
 _I64 = np.dtype("<i8")
 _EMPTY = np.empty(0, _U64)
@@ -78,17 +85,20 @@ class _Head:
     base: int
     delta: int
     dead: int
+    token: bytes | None = None  # new with each base written; None: no base
 
     def pack(self) -> bytes:
-        widths = self.layout.widths
-        return _HEAD.pack(len(widths), self.layout.encode(), self.base, self.delta, self.dead)
+        widths, token = self.layout.widths, self.token or bytes(8)
+        return _HEAD.pack(
+            len(widths), self.layout.encode(), self.base, self.delta, self.dead, token
+        )
 
     @staticmethod
     def unpack(raw: bytes | memoryview | None) -> _Head:
         if raw is None:
             return _Head(Layout.for_size(0), 0, 0, 0)
-        m, widths, base, delta, dead = _HEAD.unpack(bytes(raw))
-        return _Head(Layout.decode(m, widths), base, delta, dead)
+        m, widths, base, delta, dead, token = _HEAD.unpack(bytes(raw))
+        return _Head(Layout.decode(m, widths), base, delta, dead, token)
 
     @property
     def count(self) -> int:
@@ -98,17 +108,45 @@ class _Head:
         return max(least, self.base // DELTA_SHARE)
 
 
-class _View:
-    """Everything a read needs, as zero-copy arrays valid inside one transaction."""
+class _Pin:
+    """A read transaction held open, with the base and offsets of its snapshot."""
 
-    def __init__(self, index: SubstringIndex, txn: lmdb.Transaction) -> None:
+    def __init__(self, env: lmdb.Environment, db: object) -> None:
+        self.txn = env.begin(buffers=True)  # aborted when the last reference goes
+        self.token = _Head.unpack(self.txn.get(_HEAD_KEY, db=db)).token
+        self.base, self.offs = _read_base(self.txn, db)
+        self.taken = time.monotonic()
+
+    def usable(self) -> bool:
+        """Not too old, and not closed by py-lmdb (3.0 closes every transaction of an
+        environment whose map is resized, even by a call that bypasses the Store)."""
+        try:
+            self.txn.id()
+        except lmdb.Error:
+            return False
+        return time.monotonic() - self.taken <= PIN_SECONDS
+
+
+def _read_base(txn: lmdb.Transaction, db: object) -> tuple[np.ndarray, np.ndarray]:
+    base, offs = txn.get(_BASE_KEY, db=db), txn.get(_OFFS_KEY, db=db)
+    if base is None:
+        return _EMPTY, np.zeros(1, _I64)
+    return np.frombuffer(base, dtype=_U64), np.frombuffer(offs, dtype=_I64)
+
+
+class _View:
+    """Everything a read needs, as zero-copy arrays valid inside one transaction (or the
+    pin's, which the view holds on to)."""
+
+    def __init__(self, index: SubstringIndex, txn: lmdb.Transaction, *, pin: bool) -> None:
         get = txn.get
         db = index._db
         self.head = _Head.unpack(get(_HEAD_KEY, db=db))
-        n = self.head.base
-        if n:
-            self.base = np.frombuffer(get(_BASE_KEY, db=db), dtype=_U64)
-            self.offs = np.frombuffer(get(_OFFS_KEY, db=db), dtype=_I64)
+        self.pin = index._pinned(self.head.token) if pin and self.head.base else None
+        if self.pin is not None:
+            self.base, self.offs = self.pin.base, self.pin.offs
+        elif self.head.base:
+            self.base, self.offs = _read_base(txn, db)
         else:
             self.base, self.offs = _EMPTY, np.zeros(1, _I64)
         self.dead = _array(get(_DEAD_KEY, db=db))
@@ -201,12 +239,36 @@ class SubstringIndex(StoredHashSet):
         self.layout = layout
         self._owns_env = owns_env
         self._db = db if db is not None else env.open_db(name)
+        self._pin: _Pin | None = None
 
     def __repr__(self) -> str:
         return f"<SubstringIndex of {len(self)} hashes>"
 
+    def close(self) -> None:
+        self.release()
+        super().close()
+
+    def release(self) -> None:
+        """Let the pinned snapshot go (a read still using it keeps it until it ends). The
+        owner of the environment calls this before every write and map resize."""
+        self._pin = None
+
+    def _pinned(self, token: bytes | None) -> _Pin | None:
+        """The pin, when it holds the base a head with `token` describes (taken anew when
+        stale); None when there is none to hold."""
+        if token is None:
+            return None
+        pin = self._pin
+        if pin is None or pin.token != token or not pin.usable():
+            pin = _Pin(self.env, self._db)
+            if pin.token != token:  # the caller's snapshot is not the latest: no use
+                return None
+            self._pin = pin
+        return pin
+
     @contextmanager
     def _writing(self, txn: lmdb.Transaction | None) -> Iterator[lmdb.Transaction]:
+        self.release()
         if txn is not None:
             yield txn
         else:
@@ -224,7 +286,7 @@ class SubstringIndex(StoredHashSet):
         if radius < 0:
             raise ValueError(f"radius {radius} is negative")
         with self._reading(txn) as read:
-            _, distances, hashes = _View(self, read).find_many(
+            _, distances, hashes = _View(self, read, pin=True).find_many(
                 np.array([bits], dtype=_U64), min(radius, HASH_BITS)
             )
         order = np.lexsort((hashes, distances))
@@ -243,13 +305,15 @@ class SubstringIndex(StoredHashSet):
         if radius < 0:
             raise ValueError(f"radius {radius} is negative")
         with self._reading(txn) as read:
-            owner, distances, hashes = _View(self, read).find_many(queries, min(radius, HASH_BITS))
+            owner, distances, hashes = _View(self, read, pin=True).find_many(
+                queries, min(radius, HASH_BITS)
+            )
             return owner, distances, hashes  # copies: nothing here points into `read`
 
     def hashes(self, *, txn: lmdb.Transaction | None = None) -> np.ndarray:
         """Every stored hash, sorted, as a new array."""
         with self._reading(txn) as read:
-            view = _View(self, read)
+            view = _View(self, read, pin=True)
             live = view.section
             if len(view.dead):
                 live = live[~_member(live, view.dead)]
@@ -283,7 +347,7 @@ class SubstringIndex(StoredHashSet):
         """Inconsistencies inside the tables (what check_index adds to its report)."""
         found = []
         with self._reading(txn) as read:
-            view = _View(self, read)
+            view = _View(self, read, pin=False)
             head, layout, n = view.head, view.head.layout, view.head.base
             if len(view.base) != n * len(layout.widths):
                 return [f"substrings: base holds {len(view.base)} entries for {n} hashes"]
@@ -331,7 +395,7 @@ class SubstringIndex(StoredHashSet):
         if not len(bits):
             return 0
         with self._writing(txn) as write:
-            view = _View(self, write)
+            view = _View(self, write, pin=False)
             head = view.head
             in_base = view.in_base(bits)
             revived = np.zeros(len(bits), dtype=bool)
@@ -356,7 +420,7 @@ class SubstringIndex(StoredHashSet):
         """Remove one hash; True when it was there."""
         query = np.array([_check_bits(bits)], dtype=_U64)
         with self._writing(txn) as write:
-            view = _View(self, write)
+            view = _View(self, write, pin=False)
             head = view.head
             if _member(query, view.delta)[0]:
                 chunk = int(_chunk_of(query)[0])
@@ -395,7 +459,8 @@ class SubstringIndex(StoredHashSet):
             base, offs = build_base(bits, layout)
             txn.put(_BASE_KEY, memoryview(base), db=self._db)
             txn.put(_OFFS_KEY, memoryview(offs), db=self._db)
-        txn.put(_HEAD_KEY, _Head(layout, len(bits), 0, 0).pack(), db=self._db)
+        head = _Head(layout, len(bits), 0, 0, os.urandom(8))
+        txn.put(_HEAD_KEY, head.pack(), db=self._db)
 
     def _write_delta(
         self, txn: lmdb.Transaction, delta: np.ndarray, fresh: np.ndarray, head: _Head
