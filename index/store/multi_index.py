@@ -85,6 +85,18 @@ class Layout:
     def buckets(self) -> int:
         return sum(1 << w for w in self.widths)
 
+    @cached_property
+    def _cuts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(shift, mask) of each substring, as arrays: every substring of a hash at once."""
+        shifts = np.array(self.shifts, dtype=np.uint64)
+        masks = np.array([(1 << w) - 1 for w in self.widths], dtype=np.uint64)
+        return shifts, masks
+
+    def substrings(self, bits: np.ndarray) -> np.ndarray:
+        """(len(bits), m): substring i of each hash in column i."""
+        shifts, masks = self._cuts
+        return ((bits[:, None] >> shifts) & masks).astype(np.int64)
+
     def substring(self, bits: np.ndarray, i: int) -> np.ndarray:
         width, shift = self.widths[i], self.shifts[i]
         return ((bits >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
@@ -107,7 +119,9 @@ class Layout:
         return bytes(self.widths).ljust(8, b"\0")
 
     @staticmethod
+    @lru_cache(maxsize=16)
     def decode(m: int, raw: bytes) -> Layout:
+        """One object a layout, so that what it caches (its cuts) is worked out once."""
         return Layout(tuple(raw[:m]))
 
 
@@ -115,6 +129,18 @@ class Layout:
 def _probes(layout: Layout, radius: int) -> list[tuple[int, np.ndarray]]:
     ts = thresholds(radius, layout.widths)
     return [(i, ball(layout.widths[i], t)) for i, t in enumerate(ts) if t >= 0]
+
+
+@lru_cache(maxsize=256)
+def _probe_keys(layout: Layout, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The probes at `radius` as three flat arrays (substring, mask, where the substring's
+    values start in the offsets): a query's offsets keys are then
+    (its substring[which] ^ mask) + start, for all probes in three numpy calls."""
+    plan = _probes(layout, radius)
+    which = np.concatenate([np.full(len(m), i, dtype=np.intp) for i, m in plan])
+    masks = np.concatenate([m for _, m in plan])
+    starts = np.array(layout.bucket_starts, dtype=np.int64)[which]
+    return which, masks, starts
 
 
 @lru_cache(maxsize=256)
@@ -162,17 +188,13 @@ def probe(
     """(query index, distance, hash) of base hashes within `radius` of each query; a hash
     found through several substrings comes out more than once. Yields in batches of
     about `budget` candidates."""
-    plan = layout.probes(radius)
-    starts = layout.bucket_starts
+    which, masks, starts = _probe_keys(layout, radius)
     # Candidates a query expands, on average: sets how many queries go in one batch.
     per_query = max(1, int(layout.candidates(len(base) // len(layout.widths), radius)))
     step = max(1, budget // per_query)
     for lo in range(0, len(queries), step):
         batch = queries[lo : lo + step]
-        keys = [
-            (layout.substring(batch, i)[:, None] ^ masks[None, :]) + starts[i] for i, masks in plan
-        ]
-        key = np.concatenate(keys, axis=1)  # (queries, probes)
+        key = (layout.substrings(batch)[:, which] ^ masks) + starts  # (queries, probes)
         first = offs[key]
         lengths = (offs[key + 1] - first).ravel()
         found = expand(first.ravel(), lengths)
