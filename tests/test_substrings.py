@@ -109,6 +109,36 @@ def test_find_many_equals_one_find_per_query(data: st.DataObject, items: list[in
         assert got == expected
 
 
+def test_a_batch_against_a_large_delta_equals_brute_force(tmp_path: Path) -> None:
+    """Hundreds of queries against a delta of thousands (a bulk batch's search) join it
+    through a base made of it on the spot; the answers are the pairs a full comparison finds,
+    below and above the radius from which that pays."""
+    rng = np.random.default_rng(11)
+    centres = rng.integers(0, 2**63, 400, dtype=np.uint64) * np.uint64(2)
+    flips = rng.integers(0, 64, (400, 20, 6)).astype(np.uint64)
+    noise = np.bitwise_or.reduce(np.uint64(1) << flips, axis=2)
+    noise[rng.random((400, 20)) < 0.3] = 0  # some members are their centre
+    items = np.unique((centres[:, None] ^ noise).ravel())
+    index = SubstringIndex.open(tmp_path / "ix", min_delta=100_000)
+    index.update(items[:200])
+    index.rebuild(items[:200])  # a small base, and the rest in the delta
+    index.update(items[200:])
+    assert index.stats()["delta"] == len(items) - 200 > 5000
+    queries = items[rng.choice(len(items), 400)] ^ (
+        np.uint64(1) << rng.integers(0, 64, 400).astype(np.uint64)
+    )
+    distance = np.bitwise_count(queries[:, None] ^ items[None, :])
+    for radius in (0, 2, 4, 8, 12, 16):
+        owner, distances, hashes = index.find_many(queries, radius)
+        got = sorted(zip(owner.tolist(), distances.tolist(), hashes.tolist(), strict=True))
+        at, where = np.nonzero(distance <= radius)
+        expected = sorted(
+            zip(at.tolist(), distance[at, where].tolist(), items[where].tolist(), strict=True)
+        )
+        assert got == expected, radius
+    index.close()
+
+
 @given(items=hash_lists, bits=hashes64)
 @SETTINGS
 def test_radius_64_finds_everything(items: list[int], bits: int) -> None:

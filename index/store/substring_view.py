@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import lmdb
 import numpy as np
 
-from dupwatch.index.store.multi_index import HASH_BITS, Layout, join, probe, scan
+from dupwatch.index.store.multi_index import HASH_BITS, Layout, build_base, join, probe, scan
 
 HEAD_KEY = b"head"
 BASE_KEY = b"base"
@@ -150,7 +150,14 @@ class View:
             else:
                 found = probe(self.base, self.offs, layout, queries, radius)
             parts += list(found)
-        parts += list(scan(self.delta, queries, radius))
+        delta_layout = Layout.for_size(len(self.delta))
+        if len(queries) >= JOIN_FROM and delta_layout.worth_probing(len(self.delta), radius):
+            # A bulk batch against a large delta (up to 1/16 of the base): sorting the delta
+            # into a base of its own and joining beats comparing every pair.
+            delta_base, delta_offs = build_base(self.delta, delta_layout)
+            parts += list(join(delta_base, delta_offs, delta_layout, queries, radius))
+        else:
+            parts += list(scan(self.delta, queries, radius))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.uint8), EMPTY
         owner, distances, hashes = (np.concatenate(p) for p in zip(*parts, strict=True))
