@@ -357,3 +357,41 @@ class IndexAgainstASet(HashSetAgainstASet):
 
 IndexAgainstASet.TestCase.settings = MACHINE_SETTINGS
 test_index_against_a_set = IndexAgainstASet.TestCase
+
+
+def test_reads_in_one_thread_while_another_writes(tmp_path: Path) -> None:
+    """The daemon's shape: queries in one thread, writes (some rebuilding the base) in another.
+    Every read sees a whole snapshot: the hashes that never change are always found."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    fixed = np.unique(rng.integers(0, 2**63, 3000, dtype=np.uint64))
+    index = SubstringIndex.open(tmp_path / "ix", min_delta=64)
+    index.rebuild(fixed)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(40):
+                added = rng.integers(0, 2**63, 50, dtype=np.uint64) | np.uint64(1 << 63)
+                index.update(added)  # every other round past the delta's limit: a new base
+                for bits in added[:10].tolist():
+                    index.remove(bits)
+        except BaseException as error:  # noqa: BLE001 (handed to the main thread)
+            errors.append(error)
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads = 0
+    while not stop.is_set() or reads < 50:
+        bits = int(fixed[reads % len(fixed)])
+        assert index.find(bits, 0) == [(0, bits)]
+        owner, _, found = index.find_many(fixed[:300], 2)
+        assert set(fixed[:300].tolist()) <= set(found.tolist())
+        reads += 1
+    writer.join()
+    assert not errors and index.problems() == []
+    index.close()
