@@ -2,11 +2,12 @@
 hashing (store/multi_index.py) over a base of sorted substring runs.
 
 At 1M hashes and radius 12 a query reads ~17k candidates instead of 1M. The hashes lie in a
-base of sorted substring runs, a delta of hashes added since (scanned flat) and a list of
-base hashes removed since (substring_view.py has the keys, and reads them). When the delta
-or the removed outgrow max(MIN_DELTA, base / DELTA_SHARE) the base is rebuilt from the live
-set, in the writing transaction. A single add rewrites one small delta chunk, never the
-base. Reads hold the base in a pin between writes (substring_view.py says why).
+base of sorted substring runs, a delta of hashes added since (scanned flat; for a large
+batch of queries, sorted into a base of its own first) and a list of base hashes removed
+since (substring_view.py has the keys, and reads them). When the delta or the removed
+outgrow max(MIN_DELTA, base / DELTA_SHARE) the base is rebuilt from the live set, in the
+writing transaction. A single add rewrites one small delta chunk, never the base. Reads
+hold the base in a pin between writes (substring_view.py says why).
 
 Opening reads nothing: there is nothing to rebuild. Like the BK-tree (bktree.py, whose
 interface this keeps), this is a set of distinct hashes; mapping them to files is the
