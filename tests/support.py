@@ -6,6 +6,7 @@ Importable from any test module (pytest puts tests/ on the path: pyproject.toml)
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -53,6 +54,20 @@ def dupwatch(
     if check:
         assert result.returncode in (0, 1), result.stderr
     return result
+
+
+def bench_module(name: str) -> Any:
+    """A script of tests/bench (not a package) imported by its file, once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).parent / "bench" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def photo(name: str) -> Image.Image:

@@ -6,9 +6,7 @@ originals from real photographs and 4 copies per transform, indexed by the real 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,9 @@ from PIL import Image
 from dupwatch.index import DEFAULT_RADIUS, Index
 from dupwatch.index.fingerprint import fingerprint, match_distance
 
-from support import dupwatch
+from support import bench_module, dupwatch
 
-_SPEC = importlib.util.spec_from_file_location(
-    "dupbench", Path(__file__).parent / "bench" / "dupbench.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-dupbench = importlib.util.module_from_spec(_SPEC)
-sys.modules["dupbench"] = dupbench  # dataclasses look their module up by name
-_SPEC.loader.exec_module(dupbench)
+dupbench = bench_module("dupbench")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ glyphs, screenshots, and no warning on the terminal, through the real `dupwatch 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +11,9 @@ from PIL import Image, ImageDraw
 
 from dupwatch.index.fingerprint import fingerprint
 
-from support import dupwatch, photo
+from support import bench_module, dupwatch, photo
 
-_SPEC = importlib.util.spec_from_file_location(
-    "dupbench", Path(__file__).parent / "bench" / "dupbench.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-dupbench = importlib.util.module_from_spec(_SPEC)
-sys.modules.setdefault("dupbench", dupbench)
-_SPEC.loader.exec_module(dupbench)
+dupbench = bench_module("dupbench")
 
 
 def scan(folder: Path, tmp_path: Path) -> dict:
@@ -115,3 +107,31 @@ def test_a_palette_with_transparency_in_bytes_warns_nobody(tmp_path: Path) -> No
     assert fingerprint(path).notes == ()
     result = dupwatch("scan", tmp_path, index=tmp_path / "index", check=True)
     assert "Warning" not in result.stderr and "warn" not in result.stderr.lower()
+
+
+def test_the_audit_is_checked_against_pairs_labelled_by_eye(tmp_path: Path) -> None:
+    """tests/bench/eye_labels.json: near pairs of the package corpus, labelled by eye. Every
+    labelled file is one corpus.py gathers from the installed packages, and the audit judges
+    each pair, so how often it agrees with a person is measured, not assumed."""
+    corpus, audit = bench_module("corpus"), bench_module("audit")
+    labels = json.loads((Path(__file__).parent / "bench" / "eye_labels.json").read_text())
+    chosen, missing = corpus.corpus_files()
+    gathered = {str(rel) for _, rel in chosen}
+    absent = {s.name for s in missing}
+    wanted = [p for p in labels["pairs"] if p[0].split("/")[0] not in absent]
+    if absent:
+        print(f"not installed here: {sorted(absent)}")
+    assert len(wanted) >= 170, absent
+    assert [p for p in wanted if p[0] not in gathered or p[1] not in gathered] == []
+    assert {p[2] for p in wanted} == {"same", "different"}
+
+    corpus.collect(tmp_path)
+    result = audit.judge_labelled(tmp_path, {"pairs": wanted})
+    assert result["missing"] == 0
+    assert sum(result["counts"].values()) == len(wanted)
+    person_different = sum(p[2] == "different" for p in wanted)
+    assert sum(n for (_, person), n in result["counts"].items() if person == "different") == (
+        person_different
+    )
+    share, low, high = audit.person_estimate(labels)
+    assert 0.0 <= low < share < high <= 1.0

@@ -1,6 +1,7 @@
 """A precision audit: does each pair `dupwatch scan` reports look like one picture to a person?
 
     python tests/bench/audit.py FOLDER [--json SCAN.json] [--sheet SHEET.png] [--index DIR]
+    python tests/bench/audit.py FOLDER --labels tests/bench/eye_labels.json
 
 runs the real `dupwatch scan --json FOLDER` (or reads a saved answer) and checks every `near` and
 `pixel` pair of every group (keeper and member) with a slower comparison that shares nothing
@@ -12,12 +13,17 @@ on both backgrounds, the mean difference is small and few pixels differ much, an
 aspect ratios agree (a picture and its crop by a few per cent still do). Prints each pair it
 disagrees with, the counts, the largest group, and writes a contact sheet of the worst groups
 (checkerboard behind transparency, red frame: the audit says "not the same picture").
+
+With --labels it judges only pairs a person labelled by eye (eye_labels.json, drawn from a scan
+of corpus.py's folder) and prints how often it agrees with the person, and what the person's
+labels say of the whole scan they were drawn from: how far the audit's counts can be trusted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -257,6 +263,45 @@ def audit(scan: dict) -> tuple[list[dict], dict]:
     return rows, summary
 
 
+def judge_labelled(folder: Path, labels: dict) -> dict:
+    """The audit's verdict on each labelled pair present under `folder`, against the person's."""
+    counts = {
+        (audit, person): 0 for audit in ("same", "different") for person in ("same", "different")
+    }
+    missing, disagreements = 0, []
+    for a, b, person, _ in labels["pairs"]:
+        pa, pb = folder / a, folder / b
+        if not (pa.is_file() and pb.is_file()):
+            missing += 1
+            continue
+        sizes = [Image.open(p).size for p in (pa, pb)]
+        side = pair_side(*sizes)
+        verdict = judge(prepared(str(pa), side), prepared(str(pb), side))
+        audit = "same" if verdict.same else "different"
+        counts[audit, person] += 1
+        if audit != person:
+            disagreements.append(f"audit {audit}, person {person} ({verdict.reason}): {a}  ~  {b}")
+    return {"counts": counts, "missing": missing, "disagreements": disagreements}
+
+
+def person_estimate(labels: dict) -> tuple[float, float, float]:
+    """The share of the scan's near/pixel pairs a person calls different, from the stratified
+    sample (the audit's verdicts when it was drawn), with a 95% interval (normal approximation
+    per stratum, Wilson-style floor of one pair)."""
+    share, variance, total = 0.0, 0.0, 0
+    for stratum, (population, _) in labels["strata"].items():
+        audit = "wrong" if stratum == "audit_wrong" else "right"
+        labelled = [p for p in labels["pairs"] if p[3] == audit]
+        different = sum(p[2] == "different" for p in labelled)
+        p = different / len(labelled)
+        p_var = max(p * (1 - p), 1 / len(labelled)) / len(labelled)
+        share += population * p
+        variance += population**2 * p_var
+        total += population
+    spread = 1.96 * math.sqrt(variance) / total
+    return share / total, max(0.0, share / total - spread), share / total + spread
+
+
 def checkerboard(size: tuple[int, int]) -> Image.Image:
     tile = 6
     y, x = np.mgrid[: size[1], : size[0]]
@@ -323,7 +368,11 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="write every pair's verdict here (JSON lines)")
     parser.add_argument("--scan-args", default="", help="extra options for dupwatch scan")
     parser.add_argument("--quiet", action="store_true", help="do not list each wrong pair")
+    parser.add_argument("--labels", type=Path, help="judge only these pairs labelled by eye")
     args = parser.parse_args()
+    if args.labels:
+        report_labelled(Path(args.folder), json.loads(args.labels.read_text()), args.quiet)
+        return
     if args.saved:
         scan, stderr = json.loads(Path(args.saved).read_text()), ""
     else:
@@ -342,6 +391,23 @@ def main() -> None:
         args.rows.write_text("".join(json.dumps(r) + "\n" for r in rows))
     contact_sheet(scan, rows, args.sheet)
     print(f"audit: contact sheet {args.sheet}", file=sys.stderr)
+
+
+def report_labelled(folder: Path, labels: dict, quiet: bool) -> None:
+    result = judge_labelled(folder, labels)
+    if not quiet:
+        print("\n".join(result["disagreements"]))
+    counts = result["counts"]
+    judged = sum(counts.values())
+    agree = counts["same", "same"] + counts["different", "different"]
+    print(f"{judged} labelled pairs judged ({result['missing']} not in {folder})")
+    print("              person same  person different")
+    for audit in ("same", "different"):
+        print(f"audit {audit:9} {counts[audit, 'same']:11} {counts[audit, 'different']:17}")
+    print(f"the audit agrees with the person on {agree / max(judged, 1):.1%}")
+    share, low, high = person_estimate(labels)
+    print(f"of the scan the labels were drawn from, the person calls {share:.1%} of the near/pixel"
+          f" pairs different (95% interval {low:.1%}-{high:.1%})")  # fmt: skip
 
 
 if __name__ == "__main__":
