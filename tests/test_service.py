@@ -516,6 +516,35 @@ def test_cli_watch_status_query_and_fallback(daemon: Daemon, tmp_path: Path) -> 
     )
 
 
+def test_query_with_only_the_socket_is_answered_by_the_service(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """`dupwatch --socket S query IMG` with no index named anywhere asks the service on S,
+    whatever index it serves (it used to compare it with the default index, find them
+    different, and read the default one: "no index here yet")."""
+    photo("coffee.png").save(daemon.root / "coffee.jpg", quality=90)
+    daemon.start()
+    photo("coffee.png").resize((320, 200)).save(tmp_path / "c.png")
+    env = {k: v for k, v in daemon.env.items() if k not in ("DUPWATCH_INDEX", "DUPWATCH_SOCKET")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "empty-data")  # no index at the default place
+    copy = str(tmp_path / "c.png")
+    asked = subprocess.run(
+        [support.DUPWATCH, "--socket", str(daemon.socket), "query", "--json", copy],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    [answer] = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert [m["path"] for m in answer["matches"]] == [str(daemon.root / "coffee.jpg")]
+    # A named index the service does not serve is still read, not the service's.
+    other = subprocess.run(
+        [support.DUPWATCH, "--socket", str(daemon.socket), "--index", str(tmp_path / "none"),
+         "query", copy],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert other.returncode == 2 and "no index here yet" in other.stderr
+    assert daemon.stop() == 0
+
+
 def test_cli_alerts_follows_the_stream(daemon: Daemon, tmp_path: Path) -> None:
     photo("chelsea.png").save(daemon.root / "cat.jpg", quality=90)
     daemon.start()

@@ -16,7 +16,6 @@ from dupwatch.daemon.cli.settings import (
     EXIT_FOUND,
     EXIT_NONE,
     existing_index,
-    index_path,
     settings,
 )
 from dupwatch.daemon.render import printable, show_query
@@ -43,12 +42,11 @@ def query_images(given: list[str], ignore: tuple[str, ...]) -> list[str | bytes]
 def query(args: argparse.Namespace) -> int:
     config = settings(args)
     images = query_images(args.images, config.ignore)
+    # The service answers unless an index is named (option, environment, config) that it
+    # does not serve; with none named, it is the index the user means.
+    named = os.fspath(config.index) if config.index is not None else None
     served = query_via_service(
-        config.socket_path,
-        images,
-        radius=args.radius,
-        as_json=args.json,
-        index_path=index_path(args),
+        config.socket_path, images, radius=args.radius, as_json=args.json, index_path=named
     )
     if served is not None:
         return served
