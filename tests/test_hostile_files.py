@@ -810,7 +810,7 @@ def test_a_query_without_the_service_has_the_time_limit(folder: Path) -> None:
     pics = folder / "pics"
     pics.mkdir()
     small_pngs(pics, 2)
-    heavy = heavy_png(folder / "heavy.png")
+    heavy = heavier_png(folder / "heavy.png")  # 6000x6000 takes 0.6 s warm: too near 0.5
     config = folder / "config.toml"
     config.write_text("hash_timeout_s = 0.5\n")
     index = folder / "idx"
