@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupwatch.index import Fingerprint, Index, pair_table
+from dupwatch.index import Fingerprint, Index, bulk, pair_table
 from dupwatch.index.fingerprint.detail import DETAIL_SIDE, near_allowed
 from dupwatch.index.fingerprint.file import fingerprint, match_distance
 from dupwatch.index.fingerprint.transforms import CENTRE_REGION, CROP_REGIONS
@@ -205,6 +205,38 @@ def test_a_recompute_the_map_cuts_short_is_judged_once(
         assert judged == [16]
         assert pairs_of(index) == reference_pairs(index, 16)
         assert os.listdir(tmp_path / "index") == before
+
+
+def test_bulk_batches_make_room_first_and_run_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose write would fill the map is run again whole once the map has grown (its
+    search is most of its time): from the second batch on, room for twice the largest batch
+    so far is made first, so each runs once; and what is stored is what put() stores."""
+    stat = os.stat(tmp_path)
+    items = [(tmp_path / name, fp, stat) for name, fp in fingerprints(4, 600)]
+    runs: list[bytes] = []  # the first path of each batch run
+    store_new = bulk._store_new
+    monkeypatch.setattr(
+        bulk, "_store_new", lambda writer, txn, state, batch: runs.append(batch[0][0])
+        or store_new(writer, txn, state, batch),
+    )  # fmt: skip
+    with Index.open(tmp_path / "bulk") as index:
+        index.put_bulk(items[:50], batch=50)
+        index.hashes.release()  # as the Store does before it resizes the map
+        index.store.env.set_mapsize(1)  # LMDB keeps the pages in use: the map is full
+        small = index.store.env.info()["map_size"]
+        runs.clear()
+        index.put_bulk(items[50:], batch=50)
+        assert index.store.env.info()["map_size"] > small  # it did grow
+        first, *later = [os.fsencode(item[0]) for item in items[50::50]]
+        assert runs.count(first) > 1  # the first batch of this call filled it, and learnt
+        assert [path for path in runs if path != first] == later  # each of the rest once
+        stored = pairs_of(index)
+    with Index.open(tmp_path / "one") as one:
+        for item in items:
+            one.put(*item)
+        assert stored == pairs_of(one)
 
 
 @pytest.mark.parametrize("gather", [0, 97])
