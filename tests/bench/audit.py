@@ -274,7 +274,10 @@ def judge_labelled(folder: Path, labels: dict) -> dict:
         if not (pa.is_file() and pb.is_file()):
             missing += 1
             continue
-        sizes = [Image.open(p).size for p in (pa, pb)]
+        sizes = []
+        for path in (pa, pb):
+            with Image.open(path) as img:
+                sizes.append(img.size)
         side = pair_side(*sizes)
         verdict = judge(prepared(str(pa), side), prepared(str(pb), side))
         audit = "same" if verdict.same else "different"
@@ -286,8 +289,9 @@ def judge_labelled(folder: Path, labels: dict) -> dict:
 
 def person_estimate(labels: dict) -> tuple[float, float, float]:
     """The share of the scan's near/pixel pairs a person calls different, from the stratified
-    sample (the audit's verdicts when it was drawn), with a 95% interval (normal approximation
-    per stratum, Wilson-style floor of one pair)."""
+    sample (strata: the audit's verdicts when it was drawn), with a 95% interval (normal
+    approximation per stratum; a stratum's variance is taken as at least one pair's, so one
+    with no different pair still has an interval)."""
     share, variance, total = 0.0, 0.0, 0
     for stratum, (population, _) in labels["strata"].items():
         audit = "wrong" if stratum == "audit_wrong" else "right"
