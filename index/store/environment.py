@@ -265,13 +265,13 @@ class Store:
         """Grow the map now until `nbytes` fit past the pages in use: a long change that
         would fill it is then not run twice (write() grows the map and runs it again)."""
         while self.env.info()["map_size"] - self.used_bytes() < nbytes:
-            self._grow("to make room for a large write")
+            self._grow("the index map is too small for a large write")
 
     def _grow(self, why: str = "the index map is full") -> None:
         size = self.env.info()["map_size"] * 2
         if size > MAX_MAP_SIZE:
             raise StoreError(f"{self.folder}: the index would outgrow {MAX_MAP_SIZE} bytes")
-        log.info("%s: %s; growing the map to %d MiB", self.folder, why, size >> 20)
+        log.info("%s: %s; growing it to %d MiB", self.folder, why, size >> 20)
         with self._gate.alone():
             self._release_snapshots()
             self.env.set_mapsize(size)
